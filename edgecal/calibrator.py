@@ -1,0 +1,248 @@
+"""`Calibrator`: one streaming histogram per tensor, and the table they produce.
+
+>>> import numpy as np
+>>> cal = Calibrator()
+>>> cal.observe("relu1", np.maximum(np.linspace(-1, 3, 4001), 0))
+>>> cal.observe("relu1", np.array([4.0]))             # later batches stream into one histogram
+>>> table = cal.compute("minmax")
+>>> table["relu1"].amax, table["relu1"].stats.samples, table["relu1"].stats.count
+(4.0, 2, 4002)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import InputError, StateError
+from .histogram import StreamingHistogram
+from .methods import get_method
+from .table import CalibrationTable, TensorCalibration, TensorStats
+
+log = logging.getLogger("edgecal")
+
+DEFAULT_BINS = 4096
+ALL_ZERO_AMAX = 1.0  # any scale represents an all-zero tensor exactly; 1/127 is the documented choice
+MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
+
+
+class Calibrator:
+    """Streams arrays into per-tensor histograms and computes calibration tables.
+
+    Parameters
+    ----------
+    bins : int
+        Bins per sign of every histogram (a power of two; default 4096, see README).
+    model_hash : str, optional
+        Identifies the model the activations come from; copied into every table.
+    """
+
+    SCHEMA = 1
+    _MAGIC = b"ECST"
+    _HEAD = struct.Struct("<4sHHIII")  # magic, schema, reserved, bins, tensors, payload bytes
+
+    def __init__(self, bins: int = DEFAULT_BINS, model_hash: str | None = None) -> None:
+        StreamingHistogram(bins)  # validates bins
+        self.bins = int(bins)
+        self.model_hash = model_hash
+        self._hists: dict[str, StreamingHistogram] = {}
+        self._samples: dict[str, int] = {}
+        self.consumed: set[str] = set()
+
+    # -- feeding -----------------------------------------------------------------------
+    def observe(self, name: str, array: Any) -> None:
+        """Fold one array (a sample or batch) of tensor ``name`` into its histogram."""
+        if not isinstance(name, str) or not name or "\n" in name:
+            raise InputError(f"tensor name must be a non-empty single-line string, found {name!r}")
+        arr = array if type(array) is np.ndarray else np.asarray(array)
+        if arr.size == 0:
+            raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
+        hist = self._hists.get(name)
+        if hist is None:
+            hist = StreamingHistogram(self.bins)
+        try:
+            hist.update(arr)
+        except InputError as err:
+            raise InputError(f"tensor {name!r}: {err}") from None
+        if name not in self._hists:
+            self._hists[name] = hist
+            self._samples[name] = 0
+        self._samples[name] += 1
+
+    def observe_many(self, arrays: Mapping[str, Any]) -> None:
+        """`observe` every ``name: array`` of a mapping (one sample of several tensors)."""
+        for name, array in arrays.items():
+            self.observe(name, array)
+
+    def merge(self, other: Calibrator) -> Calibrator:
+        """Add every histogram of ``other`` (exactly); returns ``self``."""
+        if not isinstance(other, Calibrator):
+            raise InputError(f"can only merge a Calibrator, found {type(other).__name__}")
+        if other.bins != self.bins:
+            raise InputError(f"cannot merge calibrators with {self.bins} and {other.bins} bins; expected equal bin counts")
+        shared = self.consumed & other.consumed
+        if shared:
+            raise InputError(f"both states already contain input {sorted(shared)[0]!r}; merging would count it twice")
+        if self.model_hash and other.model_hash and self.model_hash != other.model_hash:
+            raise InputError(f"cannot merge states of different models: {self.model_hash} and {other.model_hash}")
+        for name, hist in other._hists.items():
+            if name in self._hists:
+                self._hists[name].merge(hist)
+                self._samples[name] += other._samples[name]
+            else:
+                self._hists[name] = hist.copy()
+                self._samples[name] = other._samples[name]
+        self.consumed |= other.consumed
+        self.model_hash = self.model_hash or other.model_hash
+        return self
+
+    # -- reading -----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Tensor names in the order they were first observed."""
+        return list(self._hists)
+
+    def histogram(self, name: str) -> StreamingHistogram:
+        """The histogram of tensor ``name``."""
+        try:
+            return self._hists[name]
+        except KeyError:
+            raise InputError(f"tensor {name!r} has not been observed; observed: {', '.join(self._hists) or 'none'}") from None
+
+    def samples(self, name: str) -> int:
+        """How many arrays of tensor ``name`` were observed."""
+        self.histogram(name)
+        return self._samples[name]
+
+    def stats(self, name: str) -> TensorStats:
+        """Provenance counters of tensor ``name``."""
+        h = self.histogram(name)
+        return TensorStats(self._samples[name], h.count, h.zeros, h.nans, h.posinf, h.neginf, h.min, h.max)
+
+    def compute(self, method: str = "kl", names: Iterable[str] | None = None, **params: Any) -> CalibrationTable:
+        """One table entry per tensor, thresholds chosen by ``method`` with ``params``."""
+        m = get_method(method)
+        resolved = m.resolve(params)
+        chosen = list(self._hists) if names is None else list(names)
+        if not chosen:
+            raise InputError("no tensors observed; expected at least one observe() before compute()")
+        entries = [self._entry(name, m, resolved) for name in chosen]
+        return CalibrationTable(entries, model_hash=self.model_hash)
+
+    def _entry(self, name: str, method: Any, params: dict[str, Any]) -> TensorCalibration:
+        h = self.histogram(name)
+        stats = self.stats(name)
+        if h.finite == 0:
+            raise InputError(
+                f"tensor {name!r}: no finite values ({h.nans} NaN, {h.posinf} +Inf, {h.neginf} -Inf); "
+                "expected at least one finite value"
+            )
+        flags: list[str] = []
+        if stats.nonfinite:
+            flags.append("nonfinite")
+            log.warning(
+                "tensor %r: %d of %d values are not finite (%d NaN, %d +Inf, %d -Inf); they were excluded",
+                name, stats.nonfinite, h.count, h.nans, h.posinf, h.neginf,
+            )
+        if h.amax == 0.0:
+            flags.append("all_zero")
+            amax = ALL_ZERO_AMAX
+        elif h.min == h.max:
+            flags.append("constant")
+            amax = h.amax
+        else:
+            amax = method(h, **params)
+            if not (math.isfinite(amax) and amax > 0.0):
+                flags.append("fallback")
+                log.warning("tensor %r: method %s gave threshold %r; using max |x| = %r", name, method.name, amax, h.amax)
+                amax = h.amax
+        if amax < MIN_AMAX:
+            flags.append("fallback")
+            amax = MIN_AMAX
+        return TensorCalibration.symmetric(name, amax, method=method.name, params=params, stats=stats, flags=tuple(flags))
+
+    # -- state -------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Versioned, compressed, CRC-32-checked state."""
+        meta = {
+            "tensors": [{"name": n, "samples": self._samples[n]} for n in self._hists],
+            "consumed": sorted(self.consumed),
+            "model_hash": self.model_hash,
+        }
+        meta_bytes = json.dumps(meta, sort_keys=True).encode()
+        raw = struct.pack("<I", len(meta_bytes)) + meta_bytes + b"".join(h.to_bytes() for h in self._hists.values())
+        payload = zlib.compress(raw, 1)
+        body = self._HEAD.pack(self._MAGIC, self.SCHEMA, 0, self.bins, len(self._hists), len(payload)) + payload
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Calibrator:
+        """Rebuild a calibrator from `to_bytes` output; `StateError` on any damage."""
+        data = bytes(data)
+        size = cls._HEAD.size
+        if len(data) < size + 4 or data[:4] != cls._MAGIC:
+            raise StateError(f"not an edgecal state file: starts {data[:4]!r}, expected magic {cls._MAGIC!r}")
+        _, schema, _, bins, count, plen = cls._HEAD.unpack_from(data)
+        if schema != cls.SCHEMA:
+            raise StateError(f"state schema {schema} is not supported by edgecal (expected schema {cls.SCHEMA})")
+        if len(data) != size + plen + 4:
+            raise StateError(f"state is truncated or padded: {len(data)} bytes, header says {size + plen + 4}")
+        if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+            raise StateError("state checksum mismatch: the file is corrupt")
+        try:
+            cal = cls(bins)
+        except InputError as err:
+            raise StateError(f"state header is corrupt: {err}") from None
+        hsize = StreamingHistogram._HEAD.size + 16 * bins + 4
+        try:
+            raw = zlib.decompressobj().decompress(data[size:-4], 4 + (1 << 26) + count * hsize)
+            (mlen,) = struct.unpack_from("<I", raw)
+            meta = json.loads(raw[4 : 4 + mlen])
+            tensors = meta["tensors"]
+            if len(tensors) != count or len(raw) != 4 + mlen + count * hsize:
+                raise StateError(f"state holds {len(tensors)} tensors in {len(raw)} bytes; header says {count}")
+            offset = 4 + mlen
+            for t in tensors:
+                cal._hists[t["name"]] = StreamingHistogram.from_bytes(raw[offset : offset + hsize])
+                cal._samples[t["name"]] = int(t["samples"])
+                offset += hsize
+            cal.consumed = set(meta["consumed"])
+            cal.model_hash = meta["model_hash"]
+        except StateError:
+            raise
+        except (zlib.error, struct.error, ValueError, KeyError, TypeError) as err:
+            raise StateError(f"state payload is corrupt: {err}") from None
+        return cal
+
+    def save_state(self, path: str | os.PathLike[str]) -> None:
+        """Checkpoint every histogram to ``path`` atomically."""
+        atomic_write(path, self.to_bytes())
+
+    @classmethod
+    def load_state(cls, path: str | os.PathLike[str]) -> Calibrator:
+        """Load a checkpoint written by `save_state`."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise InputError(f"cannot read state {path}: {err.strerror or err}") from err
+        try:
+            return cls.from_bytes(data)
+        except StateError as err:
+            raise StateError(f"{path}: {err}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Calibrator):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __repr__(self) -> str:
+        return f"Calibrator(bins={self.bins}, tensors={len(self._hists)}, model_hash={self.model_hash!r})"

@@ -1,0 +1,96 @@
+"""The format registry and the `save_table` / `load_table` entry points."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..atomic import atomic_write
+from ..errors import InputError, StateError, UnknownNameError
+
+if TYPE_CHECKING:
+    from ..table import CalibrationTable
+
+
+@dataclass(frozen=True)
+class Format:
+    """A table format: ``write(table, **options) -> bytes`` and optionally ``read(bytes) -> table``.
+
+    ``sniff(head)`` says whether the first bytes of a file look like this format.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    write: Callable[..., bytes]
+    read: Callable[[bytes], CalibrationTable] | None = None
+    sniff: Callable[[bytes], bool] | None = None
+    description: str = ""
+    options: tuple[str, ...] = ()
+
+
+_FORMATS: dict[str, Format] = {}
+
+
+def register_format(fmt: Format) -> Format:
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def get_format(name: str) -> Format:
+    try:
+        return _FORMATS[name]
+    except KeyError:
+        raise UnknownNameError("format", name, list(_FORMATS)) from None
+
+
+def format_names() -> list[str]:
+    return sorted(_FORMATS)
+
+
+def _by_suffix(path: Path) -> Format | None:
+    suffix = path.suffix.lower()
+    for fmt in _FORMATS.values():
+        if suffix in fmt.suffixes:
+            return fmt
+    return None
+
+
+def detect_format(path: str | os.PathLike[str], head: bytes | None = None) -> Format:
+    """The format of ``path``: by its content when ``head`` is given, else by suffix."""
+    if head is not None:
+        for fmt in _FORMATS.values():
+            if fmt.read is not None and fmt.sniff is not None and fmt.sniff(head):
+                return fmt
+    fmt = _by_suffix(Path(path))
+    if fmt is None:
+        known = ", ".join(f"{f.name} ({' '.join(f.suffixes)})" for f in _FORMATS.values())
+        raise InputError(f"cannot tell the table format of {path}; pass a format, one of: {known}")
+    return fmt
+
+
+def save_table(table: CalibrationTable, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:
+    """Encode ``table`` and write it atomically; nothing is written if encoding fails."""
+    fmt = get_format(format) if format else detect_format(path)
+    unknown = sorted(set(options) - set(fmt.options))
+    if unknown:
+        accepted = ", ".join(fmt.options) or "none"
+        raise InputError(f"format {fmt.name!r} has no option {unknown[0]!r}; accepted: {accepted}")
+    atomic_write(path, fmt.write(table, **options))
+
+
+def load_table(path: str | os.PathLike[str], format: str | None = None) -> CalibrationTable:
+    """Read a table from ``path`` in ``format`` or the format its content shows."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read table {path}: {err.strerror or err}") from err
+    fmt = get_format(format) if format else detect_format(path, data[:64])
+    if fmt.read is None:
+        readable = ", ".join(f.name for f in _FORMATS.values() if f.read is not None)
+        raise InputError(f"format {fmt.name!r} can be written but not read; readable formats: {readable}")
+    try:
+        return fmt.read(data)
+    except (StateError, InputError) as err:
+        raise type(err)(f"{path}: {err}") from err

@@ -1,0 +1,321 @@
+"""`StreamingHistogram`: the bounded-memory, exactly mergeable histogram of one tensor.
+
+Values land on a power-of-two lattice: ``bins`` bins per sign over ``[0, R)`` with
+``R = 2**e``. A value at or above ``R`` makes the range grow to the smallest power of
+two above it, and groups of ``2**k`` adjacent bins merge into one. Because bin edges
+are always multiples of ``R / bins`` and both are powers of two, every value sits in
+the bin it would have had if the final range had been known in advance: the
+histogram is a pure function of the multiset of values fed, whatever the batching
+or order, and two histograms merge exactly.
+
+Exact zeros, NaN, +Inf and -Inf never enter the bins; each has its own counter.
+``count``, ``min`` and ``max`` are exact.
+
+>>> import numpy as np
+>>> h = StreamingHistogram(bins=16)
+>>> h.update(np.array([0.0, 0.5, -3.0, np.nan, np.inf], dtype=np.float32))
+>>> h.range, h.count, h.zeros, h.nans, h.posinf, h.min, h.max
+(4.0, 5, 1, 1, 1, -3.0, 0.5)
+>>> h.abs_counts().nonzero()[0].tolist()   # 0.5 in bin 2, |-3.0| in bin 12 (width 0.25)
+[2, 12]
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ._jit import kernel
+from .errors import InputError, StateError
+
+_LANES = 4  # interleaved sub-histograms: breaks store-to-load chains on hot bins
+_MAX_LOG2_BINS = 24
+_CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
+
+# The kernels take float32 and float64; other real dtypes are converted chunk-wise
+# (exactly: every integer up to 2**24 is a float32, up to 2**53 a float64).
+_CONVERT = {
+    **{np.dtype(t): np.dtype(np.float32) for t in ("float16", "bool", "int8", "uint8", "int16", "uint16")},
+    **{np.dtype(t): np.dtype(np.float64) for t in ("int32", "uint32", "int64", "uint64")},
+}
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def min_exponent(log2_bins: int) -> int:
+    """Smallest lattice exponent: keeps ``bins / R`` a finite float64 (R = 2**e)."""
+    return log2_bins - 1022
+
+
+@kernel
+def _fold(lanes, k, log2b):
+    """Merge groups of 2**k adjacent bins of every lane and sign, in place."""
+    nb = 1 << log2b
+    k = min(k, log2b)
+    for lane in range(lanes.shape[0]):
+        for half in range(2):
+            base = half * nb
+            for j in range(nb):
+                c = lanes[lane, base + j]
+                lanes[lane, base + j] = 0
+                lanes[lane, base + (j >> k)] += c
+
+
+@kernel
+def _fill(x, lanes, special, ext, e, log2b):
+    """Add the values of 1-D ``x`` to the lattice; returns the (possibly grown) exponent.
+
+    lanes[l] holds positive bins [0, nb), negative bins [nb, 2nb) and the zero
+    counter at 2nb; special = [nan, +inf, -inf]; ext = [min, max] of finite values.
+    """
+    nb = 1 << log2b
+    zslot = 2 * nb
+    scale = math.ldexp(1.0, log2b - e)
+    rng = math.ldexp(1.0, e) if e < 1024 else np.inf
+    vmin = ext[0]
+    vmax = ext[1]
+    n = x.size
+    i = 0
+    while i < n:
+        v = np.float64(x[i])
+        a = abs(v)
+        if a < rng:
+            lanes[i & 3, int(a * scale) + nb * int(v < 0.0) + zslot * int(a == 0.0)] += 1
+            vmin = min(vmin, v)
+            vmax = max(vmax, v)
+            i += 1
+        elif a != a:
+            special[0] += 1
+            i += 1
+        elif a == np.inf:
+            special[1 + int(v < 0.0)] += 1
+            i += 1
+        else:  # finite and >= R: grow to the smallest power of two above |v|, retry v
+            grown = math.frexp(a)[1]
+            _fold(lanes, grown - e, log2b)
+            e = grown
+            scale = math.ldexp(1.0, log2b - e)
+            rng = math.ldexp(1.0, e) if e < 1024 else np.inf
+    ext[0] = vmin
+    ext[1] = vmax
+    return e
+
+
+class StreamingHistogram:
+    """Bounded-memory histogram of one tensor's values on a power-of-two lattice.
+
+    Parameters
+    ----------
+    bins : int
+        Bins per sign; a power of two (default 2048).
+    """
+
+    SCHEMA = 1
+    _MAGIC = b"EHST"
+    _HEAD = struct.Struct("<4sHHIiQQQQQdd")
+
+    def __init__(self, bins: int = 2048) -> None:
+        if not isinstance(bins, (int, np.integer)) or bins < 2 or bins & (bins - 1) or bins > 1 << _MAX_LOG2_BINS:
+            raise InputError(f"bins must be a power of two in [2, 2**{_MAX_LOG2_BINS}], found {bins!r}")
+        self._bins = int(bins)
+        self._log2b = self._bins.bit_length() - 1
+        self._lanes = np.zeros((_LANES, 2 * self._bins + 1), dtype=np.int64)
+        self._special = np.zeros(3, dtype=np.int64)
+        self._ext = np.array([np.inf, -np.inf])
+        self._exp = min_exponent(self._log2b)
+        self._count = 0
+
+    # -- filling ---------------------------------------------------------------------
+    def update(self, x: Any) -> None:
+        """Add every value of ``x`` (any real dtype, shape and memory layout)."""
+        arr = x if type(x) is np.ndarray else np.asarray(x)
+        dt = arr.dtype
+        if dt in _NATIVE and arr.flags.c_contiguous:
+            self._exp = _fill(arr.reshape(-1), self._lanes, self._special, self._ext, self._exp, self._log2b)
+        else:
+            target = dt if dt in _NATIVE else _CONVERT.get(dt)
+            if target is None:
+                raise InputError(f"expected a real-valued array (float or integer), found dtype {dt}")
+            if arr.size:
+                for chunk in _chunks(arr, target):
+                    self._exp = _fill(chunk, self._lanes, self._special, self._ext, self._exp, self._log2b)
+        self._count += arr.size
+
+    def merge(self, other: StreamingHistogram) -> StreamingHistogram:
+        """Add ``other``'s values to this histogram (exact); returns ``self``."""
+        if not isinstance(other, StreamingHistogram):
+            raise InputError(f"can only merge a StreamingHistogram, found {type(other).__name__}")
+        if other._bins != self._bins:
+            raise InputError(f"cannot merge histograms with {self._bins} and {other._bins} bins; expected equal bin counts")
+        theirs = other._lanes.copy()
+        e = max(self._exp, other._exp)
+        if self._exp < e:
+            _fold(self._lanes, e - self._exp, self._log2b)
+        if other._exp < e:
+            _fold(theirs, e - other._exp, self._log2b)
+        self._lanes += theirs
+        self._exp = e
+        self._special += other._special
+        self._ext[0] = min(self._ext[0], other._ext[0])
+        self._ext[1] = max(self._ext[1], other._ext[1])
+        self._count += other._count
+        return self
+
+    def copy(self) -> StreamingHistogram:
+        """An independent copy."""
+        return StreamingHistogram.from_bytes(self.to_bytes())
+
+    # -- reading ---------------------------------------------------------------------
+    @property
+    def bins(self) -> int:
+        """Bins per sign."""
+        return self._bins
+
+    @property
+    def exponent(self) -> int:
+        """The lattice exponent e (range R = 2**e)."""
+        return self._exp
+
+    @property
+    def range(self) -> float:
+        """R: every finite non-zero |x| seen is below it."""
+        return math.ldexp(1.0, self._exp) if self._exp < 1024 else math.inf
+
+    @property
+    def bin_width(self) -> float:
+        """Width R / bins of every bin."""
+        return math.ldexp(1.0, self._exp - self._log2b)
+
+    def positive_counts(self) -> np.ndarray:
+        """int64 counts of the positive values, bin j holding [j*w, (j+1)*w)."""
+        return self._lanes[:, : self._bins].sum(axis=0)
+
+    def negative_counts(self) -> np.ndarray:
+        """int64 counts of |x| for the negative values, same bins as `positive_counts`."""
+        return self._lanes[:, self._bins : 2 * self._bins].sum(axis=0)
+
+    def abs_counts(self) -> np.ndarray:
+        """int64 histogram of |x| over the non-zero finite values (length ``bins``)."""
+        return self.positive_counts() + self.negative_counts()
+
+    def occupied_abs_counts(self) -> np.ndarray:
+        """`abs_counts` up to and including the last non-empty bin (empty when there is none).
+
+        Its right edge is the first bin edge above max |x|: the range an exact-range
+        histogram would cover, at lattice resolution.
+        """
+        counts = self.abs_counts()
+        nonzero = np.flatnonzero(counts)
+        return counts[: nonzero[-1] + 1] if nonzero.size else counts[:0]
+
+    @property
+    def count(self) -> int:
+        """Every value fed, whatever it was."""
+        return self._count
+
+    @property
+    def zeros(self) -> int:
+        return int(self._lanes[:, 2 * self._bins].sum())
+
+    @property
+    def nans(self) -> int:
+        return int(self._special[0])
+
+    @property
+    def posinf(self) -> int:
+        return int(self._special[1])
+
+    @property
+    def neginf(self) -> int:
+        return int(self._special[2])
+
+    @property
+    def finite(self) -> int:
+        """Number of finite values (zeros included)."""
+        return self._count - int(self._special.sum())
+
+    @property
+    def min(self) -> float | None:
+        """Smallest finite value, None before any."""
+        return float(self._ext[0]) if self.finite else None
+
+    @property
+    def max(self) -> float | None:
+        """Largest finite value, None before any."""
+        return float(self._ext[1]) if self.finite else None
+
+    @property
+    def amax(self) -> float:
+        """max |x| over the finite values (0.0 before any)."""
+        return max(abs(self._ext[0]), abs(self._ext[1])) if self.finite else 0.0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StreamingHistogram):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamingHistogram(bins={self._bins}, range={self.range!r}, count={self._count}, "
+            f"zeros={self.zeros}, nans={self.nans}, posinf={self.posinf}, neginf={self.neginf}, "
+            f"min={self.min!r}, max={self.max!r})"
+        )
+
+    # -- serialization -----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Versioned, CRC-32-checked binary form (little-endian)."""
+        head = self._HEAD.pack(
+            self._MAGIC, self.SCHEMA, 0, self._bins, self._exp, self._count, self.zeros,
+            self.nans, self.posinf, self.neginf, self._ext[0], self._ext[1],
+        )
+        body = head + self.positive_counts().astype("<i8").tobytes() + self.negative_counts().astype("<i8").tobytes()
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StreamingHistogram:
+        """Rebuild a histogram from `to_bytes` output; raises `StateError` on any damage."""
+        data = bytes(data)
+        size = cls._HEAD.size
+        if len(data) < size + 4 or data[:4] != cls._MAGIC:
+            raise StateError(f"not an edgecal histogram: found {len(data)} bytes starting {data[:4]!r}, expected magic {cls._MAGIC!r}")
+        (_, schema, _, bins, exp, count, zeros, nans, posinf, neginf, vmin, vmax) = cls._HEAD.unpack_from(data)
+        if schema != cls.SCHEMA:
+            raise StateError(f"histogram schema {schema} is not supported; expected schema {cls.SCHEMA}")
+        if bins < 2 or bins & (bins - 1) or bins > 1 << _MAX_LOG2_BINS:
+            raise StateError(f"histogram header is corrupt: bins={bins}, expected a power of two")
+        want = size + 16 * bins + 4
+        if len(data) != want:
+            raise StateError(f"histogram is truncated or padded: found {len(data)} bytes, expected {want}")
+        if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+            raise StateError("histogram checksum mismatch: the data is corrupt")
+        h = cls(bins)
+        log2b = h._log2b
+        if not min_exponent(log2b) <= exp <= 1024:
+            raise StateError(f"histogram header is corrupt: exponent {exp} outside [{min_exponent(log2b)}, 1024]")
+        counts = np.frombuffer(data, dtype="<i8", count=2 * bins, offset=size)
+        if (counts < 0).any() or int(counts.sum()) + zeros + nans + posinf + neginf != count:
+            raise StateError("histogram counts do not add up to its total: the data is corrupt")
+        h._lanes[0, : 2 * bins] = counts
+        h._lanes[0, 2 * bins] = zeros
+        h._special[:] = (nans, posinf, neginf)
+        h._ext[:] = (vmin, vmax)
+        h._exp = exp
+        h._count = count
+        return h
+
+
+def _chunks(arr: np.ndarray, dtype: np.dtype):
+    """Yield contiguous 1-D pieces of ``arr`` as ``dtype``, at most _CHUNK elements each.
+
+    Element order is irrelevant to a histogram, so the iteration follows memory order
+    and no copy of the whole array is ever made.
+    """
+    it = np.nditer(
+        arr, flags=["external_loop", "buffered", "zerosize_ok"], op_flags=[["readonly"]],
+        op_dtypes=[dtype], casting="unsafe", order="K", buffersize=_CHUNK,
+    )
+    for chunk in it:
+        yield np.ascontiguousarray(chunk)

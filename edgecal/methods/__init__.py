@@ -1,0 +1,7 @@
+"""Calibration methods, registered by name; each is a pure function of a histogram."""
+
+from . import basic, kl, mse  # noqa: F401  (registration)
+from .kl import kl_divergences, kl_search
+from .registry import Method, get_method, method_names, register
+
+__all__ = ["Method", "get_method", "method_names", "register", "kl_search", "kl_divergences"]

@@ -1,0 +1,197 @@
+"""`CalibrationTable`: the per-tensor int8 parameters edgecal produces.
+
+A table maps tensor names to `TensorCalibration` entries (threshold ``amax``,
+``scale``, ``zero_point``, ``dtype`` and quantization ``scheme``, the method that
+chose them with its parameters, provenance counters and flags) and carries
+table-level metadata: schema version, edgecal version, model hash when known, and
+creation time. Tables are immutable values; they are written and read through the
+format registry in `edgecal.formats`.
+
+>>> t = CalibrationTable([TensorCalibration.symmetric("x", 2.54)], created="2026-01-01T00:00:00Z")
+>>> t["x"].scale, t["x"].zero_point, t["x"].dtype
+(0.02, 0, 'int8')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._version import __version__
+from .errors import InputError
+
+SCHEMA = 1
+SCHEMES = {"symmetric": ("int8", -127, 127)}  # scheme -> (dtype, qmin, qmax)
+FLAGS = ("all_zero", "constant", "nonfinite", "fallback")
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Provenance of one tensor: what the histogram saw."""
+
+    samples: int = 0
+    count: int = 0
+    zeros: int = 0
+    nans: int = 0
+    posinf: int = 0
+    neginf: int = 0
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nans + self.posinf + self.neginf
+
+
+@dataclass(frozen=True)
+class TensorCalibration:
+    """Quantization parameters of one tensor: real = scale * (q - zero_point)."""
+
+    name: str
+    amax: float
+    scale: float
+    zero_point: int = 0
+    dtype: str = "int8"
+    scheme: str = "symmetric"
+    method: str = "manual"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    stats: TensorStats = field(default_factory=TensorStats)
+    flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "\n" in self.name:
+            raise InputError(f"tensor name must be a non-empty single-line string, found {self.name!r}")
+        if self.scheme not in SCHEMES:
+            raise InputError(f"tensor {self.name!r}: unknown scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
+        for label, value in (("amax", self.amax), ("scale", self.scale)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InputError(f"tensor {self.name!r}: {label} must be a finite number > 0, found {value!r}")
+        dtype, qmin, qmax = SCHEMES[self.scheme]
+        if self.dtype != dtype or not qmin <= self.zero_point <= qmax:
+            raise InputError(
+                f"tensor {self.name!r}: scheme {self.scheme} needs dtype {dtype} and a zero point in "
+                f"[{qmin}, {qmax}], found {self.dtype} with zero point {self.zero_point}"
+            )
+        unknown = [f for f in self.flags if f not in FLAGS]
+        if unknown:
+            raise InputError(f"tensor {self.name!r}: unknown flag {unknown[0]!r}; known: {', '.join(FLAGS)}")
+        object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "flags", tuple(self.flags))
+
+    @classmethod
+    def symmetric(cls, name: str, amax: float, **fields: Any) -> TensorCalibration:
+        """Symmetric int8 entry: scale = amax / 127, zero point 0."""
+        amax = float(amax)
+        return cls(name=name, amax=amax, scale=amax / 127.0, zero_point=0, dtype="int8", scheme="symmetric", **fields)
+
+    @property
+    def qmin(self) -> int:
+        return SCHEMES[self.scheme][1]
+
+    @property
+    def qmax(self) -> int:
+        return SCHEMES[self.scheme][2]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["flags"] = list(self.flags)
+        d["params"] = dict(self.params)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorCalibration:
+        try:
+            fields = dict(d)
+            fields["stats"] = TensorStats(**fields.get("stats", {}))
+            fields["flags"] = tuple(fields.get("flags", ()))
+            return cls(**fields)
+        except TypeError as err:
+            raise InputError(f"tensor entry has unexpected fields: {err}") from err
+
+
+def utc_now() -> str:
+    """Creation time stamp: ISO 8601, UTC, seconds."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CalibrationTable(Mapping[str, TensorCalibration]):
+    """An immutable, ordered mapping of tensor name -> `TensorCalibration` with metadata."""
+
+    SCHEMA = SCHEMA
+
+    def __init__(
+        self,
+        entries: Iterable[TensorCalibration],
+        *,
+        model_hash: str | None = None,
+        created: str | None = None,
+        edgecal_version: str | None = None,
+    ) -> None:
+        self._entries: dict[str, TensorCalibration] = {}
+        for entry in entries:
+            if entry.name in self._entries:
+                raise InputError(f"tensor {entry.name!r} appears twice in the table")
+            self._entries[entry.name] = entry
+        self.model_hash = model_hash
+        self.created = created or utc_now()
+        self.edgecal_version = edgecal_version or __version__
+
+    def __getitem__(self, name: str) -> TensorCalibration:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(list(self._entries)[:10]) or "none"
+            raise KeyError(f"tensor {name!r} is not in the table; it has: {known}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CalibrationTable):
+            return NotImplemented
+        return self.meta() == other.meta() and list(self._entries.items()) == list(other._entries.items())
+
+    def __repr__(self) -> str:
+        return f"CalibrationTable({len(self)} tensors, created={self.created!r}, model_hash={self.model_hash!r})"
+
+    def meta(self) -> dict[str, Any]:
+        """Table-level metadata."""
+        return {
+            "schema": self.SCHEMA,
+            "edgecal_version": self.edgecal_version,
+            "model_hash": self.model_hash,
+            "created": self.created,
+        }
+
+    def replace_meta(self, **meta: Any) -> CalibrationTable:
+        """A copy with some metadata fields changed."""
+        fields = {k: v for k, v in self.meta().items() if k != "schema"}
+        fields.update(meta)
+        return CalibrationTable(self.values(), **fields)
+
+    def with_entries(self, entries: Iterable[TensorCalibration]) -> CalibrationTable:
+        """A copy with the same metadata and other entries."""
+        return CalibrationTable(entries, **{k: v for k, v in self.meta().items() if k != "schema"})
+
+    def save(self, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:
+        """Write atomically in ``format`` (default: chosen by the file suffix)."""
+        from .formats import save_table
+
+        save_table(self, path, format, **options)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], format: str | None = None) -> CalibrationTable:
+        """Read a table written in any readable format (chosen by suffix or content)."""
+        from .formats import load_table
+
+        return load_table(path, format)
+
+
+__all__ = ["CalibrationTable", "TensorCalibration", "TensorStats", "SCHEMES", "FLAGS", "utc_now"]
