@@ -62,18 +62,24 @@ class Calibrator:
     # -- feeding -----------------------------------------------------------------------
     def observe(self, name: str, array: Any) -> None:
         """Fold one array (a sample or batch) of tensor ``name`` into its histogram."""
+        self.observe_chunks(name, (array,))
+
+    def observe_chunks(self, name: str, chunks: Iterable[Any]) -> None:
+        """Fold one array that arrives in pieces (e.g. read from a file) as a single array."""
         if not isinstance(name, str) or not name or "\n" in name:
             raise InputError(f"tensor name must be a non-empty single-line string, found {name!r}")
-        arr = array if type(array) is np.ndarray else np.asarray(array)
-        if arr.size == 0:
-            raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
-        hist = self._hists.get(name)
-        if hist is None:
-            hist = StreamingHistogram(self.bins)
-        try:
-            hist.update(arr)
-        except InputError as err:
-            raise InputError(f"tensor {name!r}: {err}") from None
+        hist = self._hists.get(name) or StreamingHistogram(self.bins)
+        before = hist.count
+        shapes = []
+        for chunk in chunks:
+            arr = chunk if type(chunk) is np.ndarray else np.asarray(chunk)
+            shapes.append(arr.shape)
+            try:
+                hist.update(arr)
+            except InputError as err:
+                raise InputError(f"tensor {name!r}: {err}") from None
+        if hist.count == before:
+            raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {shapes[0] if shapes else ()}")
         if name not in self._hists:
             self._hists[name] = hist
             self._samples[name] = 0
@@ -189,8 +195,10 @@ class Calibrator:
         """Rebuild a calibrator from `to_bytes` output; `StateError` on any damage."""
         data = bytes(data)
         size = cls._HEAD.size
-        if len(data) < size + 4 or data[:4] != cls._MAGIC:
+        if data[:4] != cls._MAGIC[: len(data)] or not data:
             raise StateError(f"not an edgecal state file: starts {data[:4]!r}, expected magic {cls._MAGIC!r}")
+        if len(data) < size + 4:
+            raise StateError(f"state is truncated: {len(data)} bytes, expected at least {size + 4}")
         _, schema, _, bins, count, plen = cls._HEAD.unpack_from(data)
         if schema != cls.SCHEMA:
             raise StateError(f"state schema {schema} is not supported by edgecal (expected schema {cls.SCHEMA})")

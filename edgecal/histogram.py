@@ -84,8 +84,8 @@ def _fill(x, lanes, special, ext, e, log2b):
         a = abs(v)
         if a < rng:
             lanes[i & 3, int(a * scale) + nb * int(v < 0.0) + zslot * int(a == 0.0)] += 1
-            vmin = min(vmin, v)
-            vmax = max(vmax, v)
+            vmin = min(vmin, v + 0.0)  # + 0.0 turns -0.0 into 0.0: min/max independent of order
+            vmax = max(vmax, v + 0.0)
             i += 1
         elif a != a:
             special[0] += 1
@@ -279,8 +279,10 @@ class StreamingHistogram:
         """Rebuild a histogram from `to_bytes` output; raises `StateError` on any damage."""
         data = bytes(data)
         size = cls._HEAD.size
-        if len(data) < size + 4 or data[:4] != cls._MAGIC:
-            raise StateError(f"not an edgecal histogram: found {len(data)} bytes starting {data[:4]!r}, expected magic {cls._MAGIC!r}")
+        if data[:4] != cls._MAGIC[: len(data)] or not data:
+            raise StateError(f"not an edgecal histogram: starts {data[:4]!r}, expected magic {cls._MAGIC!r}")
+        if len(data) < size + 4:
+            raise StateError(f"histogram is truncated: {len(data)} bytes, expected at least {size + 4}")
         (_, schema, _, bins, exp, count, zeros, nans, posinf, neginf, vmin, vmax) = cls._HEAD.unpack_from(data)
         if schema != cls.SCHEMA:
             raise StateError(f"histogram schema {schema} is not supported; expected schema {cls.SCHEMA}")

@@ -8,30 +8,36 @@ fast code computes the definition.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
 
 # -- the lattice histogram -------------------------------------------------------------
 def lattice_exponent(values: np.ndarray, log2_bins: int) -> int:
-    """Smallest e >= the lattice minimum with every finite non-zero |x| < 2**e."""
+    """Smallest e >= the lattice minimum with every finite non-zero |x| < 2**e (exact arithmetic)."""
     a = np.abs(values[np.isfinite(values)].astype(np.float64))
     e = log2_bins - 1022
     if a.size and a.max() > 0:
-        while math.ldexp(1.0, e) <= a.max():
+        biggest = Fraction(float(a.max()))
+        while Fraction(2) ** e <= biggest:
             e += 1
     return e
 
 
 def lattice_histogram(values: np.ndarray, bins: int) -> dict:
-    """Every counter of a StreamingHistogram, from np.histogram over the final range."""
+    """Every counter of a StreamingHistogram, from np.histogram over the final range.
+
+    |x| is divided by R = 2**e (exact: a power of two) and binned over [0, 1) with
+    ``bins`` equal bins.
+    """
     v = np.asarray(values).ravel().astype(np.float64)
     log2b = bins.bit_length() - 1
     e = lattice_exponent(v, log2b)
-    edges = np.arange(bins + 1, dtype=np.float64) * math.ldexp(1.0, e - log2b)
+    edges = np.arange(bins + 1, dtype=np.float64) / bins
     finite = v[np.isfinite(v)]
-    pos, _ = np.histogram(finite[finite > 0], bins=edges)
-    neg, _ = np.histogram(-finite[finite < 0], bins=edges)
+    pos, _ = np.histogram(np.ldexp(finite[finite > 0], -e), bins=edges)
+    neg, _ = np.histogram(np.ldexp(-finite[finite < 0], -e), bins=edges)
     return {
         "exponent": e,
         "positive": pos.astype(np.int64),
@@ -48,29 +54,30 @@ def lattice_histogram(values: np.ndarray, bins: int) -> dict:
 
 # -- KL search (NVIDIA semantics) ------------------------------------------------------
 def kl_divergence_of_candidate(counts: np.ndarray, i: int, num_levels: int) -> float:
-    """KL(P || Q) keeping the first ``i`` bins, transcribed literally."""
+    """KL(P || Q) keeping the first ``i`` bins, transcribed literally.
+
+    P: the kept bins, outliers folded into the last one. Q: bin j is in level
+    floor(j * L / i); each level's mass (of the kept bins) is spread evenly over the
+    level's non-empty bins. Both normalised; KL summed over P > 0, inf if Q is 0 there.
+    """
     counts = np.asarray(counts, dtype=np.float64)
-    p = counts[:i].copy()
-    p[-1] += counts[i:].sum()  # outliers fold into the last kept bin
+    kept = counts[:i]
+    p = kept.copy()
+    p[-1] += counts[i:].sum()
+    level_of = np.arange(i) * num_levels // i
+    nonempty = kept != 0
+    level_mass = np.bincount(level_of[nonempty], weights=kept[nonempty], minlength=num_levels)
+    level_bins = np.bincount(level_of[nonempty], minlength=num_levels)
     q = np.zeros(i)
-    level_of = [j * num_levels // i for j in range(i)]
-    for level in set(level_of):
-        members = [j for j in range(i) if level_of[j] == level and counts[j] != 0]
-        if members:
-            mass = sum(counts[j] for j in members)
-            for j in members:
-                q[j] = mass / len(members)
-    p = p / p.sum()
+    q[nonempty] = level_mass[level_of[nonempty]] / level_bins[level_of[nonempty]]
     if q.sum() == 0:
         return math.inf
+    p = p / p.sum()
     q = q / q.sum()
-    total = 0.0
-    for pj, qj in zip(p, q):
-        if pj > 0:
-            if qj == 0:
-                return math.inf
-            total += pj * math.log(pj / qj)
-    return total
+    support = p > 0
+    if (q[support] == 0).any():
+        return math.inf
+    return float(np.sum(p[support] * np.log(p[support] / q[support])))
 
 
 def kl_search(counts: np.ndarray, num_levels: int = 128, start_bin: int = 128) -> tuple[int, float]:

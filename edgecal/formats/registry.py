@@ -29,6 +29,13 @@ class Format:
     description: str = ""
     options: tuple[str, ...] = ()
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise `InputError` for an option this format does not take."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            accepted = ", ".join(self.options) or "none"
+            raise InputError(f"format {self.name!r} has no option {unknown[0]!r}; accepted: {accepted}")
+
 
 _FORMATS: dict[str, Format] = {}
 
@@ -73,10 +80,7 @@ def detect_format(path: str | os.PathLike[str], head: bytes | None = None) -> Fo
 def save_table(table: CalibrationTable, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:
     """Encode ``table`` and write it atomically; nothing is written if encoding fails."""
     fmt = get_format(format) if format else detect_format(path)
-    unknown = sorted(set(options) - set(fmt.options))
-    if unknown:
-        accepted = ", ".join(fmt.options) or "none"
-        raise InputError(f"format {fmt.name!r} has no option {unknown[0]!r}; accepted: {accepted}")
+    fmt.check_options(options)
     atomic_write(path, fmt.write(table, **options))
 
 
