@@ -66,7 +66,10 @@ def _key_values(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 class _Terminated(Exception):
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edgecal {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     writer = argparse.ArgumentParser(add_help=False)
-    writer.add_argument("--format", choices=format_names(), help="table format (default: from the --out suffix)")
+    writer.add_argument("--format", help=f"table format: {', '.join(format_names())} (default: from the --out suffix)")
     writer.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="format option, e.g. trt_version=100300")
 
     c = sub.add_parser("calibrate", parents=[writer], help="calibrate .npy/.npz files or folders into a table")
@@ -251,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", parents=[writer], help="convert a table to another format")
     e.add_argument("table")
     e.add_argument("-o", "--out", required=True)
-    e.add_argument("--input-format", choices=format_names(), help="format of TABLE (default: detected)")
+    e.add_argument("--input-format", help="format of TABLE (default: detected)")
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("show", help="summarise a table or a state file")

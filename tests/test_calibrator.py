@@ -214,3 +214,24 @@ def test_incompatible_or_inconsistent_states_are_refused(tmp_path):
         Calibrator.load_state(tmp_path / "s")
     with pytest.raises(InputError, match="cannot read state"):
         Calibrator.load_state(tmp_path / "missing")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12).filter(lambda s: "\n" not in s),
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=40),
+        max_size=4,
+    ),
+    st.sets(st.text(max_size=10), max_size=3),
+    st.one_of(st.none(), st.text(max_size=8)),
+)
+def test_state_bytes_round_trip_for_any_content(tensors, consumed, model_hash):
+    cal = Calibrator(bins=16, model_hash=model_hash)
+    for name, values in tensors.items():
+        cal.observe(name, np.array(values))
+    cal.consumed |= consumed
+    back = Calibrator.from_bytes(cal.to_bytes())
+    assert back == cal and back.names() == cal.names() and back.consumed == cal.consumed
+    for name in cal.names():
+        assert back.stats(name) == cal.stats(name)
