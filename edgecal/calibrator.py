@@ -27,12 +27,11 @@ from .atomic import atomic_write
 from .errors import InputError, StateError
 from .histogram import StreamingHistogram
 from .methods import get_method
-from .table import CalibrationTable, TensorCalibration, TensorStats
+from .table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration, TensorStats
 
 log = logging.getLogger("edgecal")
 
 DEFAULT_BINS = 4096
-ALL_ZERO_AMAX = 1.0  # any scale represents an all-zero tensor exactly; 1/127 is the documented choice
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
 
 

@@ -27,6 +27,7 @@ from .errors import InputError
 SCHEMA = 1
 SCHEMES = {"symmetric": ("int8", -127, 127)}  # scheme -> (dtype, qmin, qmax)
 FLAGS = ("all_zero", "constant", "nonfinite", "fallback")
+ALL_ZERO_AMAX = 1.0  # any scale represents an all-zero tensor exactly; 1/127 is the documented choice
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class TensorCalibration:
         if unknown:
             raise InputError(f"tensor {self.name!r}: unknown flag {unknown[0]!r}; known: {', '.join(FLAGS)}")
         object.__setattr__(self, "params", dict(self.params))
-        object.__setattr__(self, "flags", tuple(self.flags))
+        object.__setattr__(self, "flags", tuple(f for f in FLAGS if f in self.flags))  # canonical order
 
     @classmethod
     def symmetric(cls, name: str, amax: float, **fields: Any) -> TensorCalibration:
@@ -194,4 +195,4 @@ class CalibrationTable(Mapping[str, TensorCalibration]):
         return load_table(path, format)
 
 
-__all__ = ["CalibrationTable", "TensorCalibration", "TensorStats", "SCHEMES", "FLAGS", "utc_now"]
+__all__ = ["CalibrationTable", "TensorCalibration", "TensorStats", "SCHEMES", "FLAGS", "ALL_ZERO_AMAX", "utc_now"]

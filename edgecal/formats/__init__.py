@@ -14,7 +14,7 @@ c          .h            C header: scale, zero point, Q31 mult    no
 
 from __future__ import annotations
 
-from . import jsonfmt  # noqa: F401  (registration)
+from . import cheader, ecal, jsonfmt, ncnn, ort, trt  # noqa: F401  (registration)
 from .registry import Format, detect_format, format_names, get_format, load_table, register_format, save_table
 
 __all__ = ["Format", "detect_format", "format_names", "get_format", "load_table", "register_format", "save_table"]

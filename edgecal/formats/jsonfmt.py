@@ -29,7 +29,10 @@ def table_to_doc(table: CalibrationTable) -> dict[str, Any]:
 
 def write_json(table: CalibrationTable) -> bytes:
     doc = table_to_doc(table)
-    doc["crc32"] = f"{zlib.crc32(_canonical(doc)):08x}"
+    try:
+        doc["crc32"] = f"{zlib.crc32(_canonical(doc)):08x}"
+    except (TypeError, ValueError) as err:
+        raise InputError(f"table cannot be written as JSON: {err}") from err
     return (json.dumps(doc, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
 
 
