@@ -65,43 +65,53 @@ def _fold(lanes, k, log2b):
 
 
 @kernel
-def _fill(x, lanes, special, ext, e, log2b):
-    """Add the values of 1-D ``x`` to the lattice; returns the (possibly grown) exponent.
+def _fill(x, start, lanes, special, ext, scale, rng, nb):
+    """Bin ``x[start:]`` until a finite value at or above ``rng`` needs the range to grow.
 
-    lanes[l] holds positive bins [0, nb), negative bins [nb, 2nb) and the zero
-    counter at 2nb; special = [nan, +inf, -inf]; ext = [min, max] of finite values.
+    Returns the index of that value, or ``x.size``. ``scale = nb / rng`` and ``rng``
+    have x's float type (exact: both are powers of two). lanes[l] holds positive bins
+    [0, nb), negative bins [nb, 2nb) and the zero counter at 2nb; values go to lane
+    ``i % 4``. special = [nan, +inf, -inf]; ext = [min, max] of finite values. The hot
+    path handles four ordinary values per step and calls nothing, so LLVM keeps its
+    state in registers.
     """
-    nb = 1 << log2b
     zslot = 2 * nb
-    scale = math.ldexp(1.0, log2b - e)
-    rng = math.ldexp(1.0, e) if e < 1024 else np.inf
     vmin = ext[0]
     vmax = ext[1]
     n = x.size
-    i = 0
+    i = start
     while i < n:
-        v = np.float64(x[i])
+        if i + 4 <= n:
+            ordinary = True
+            for k in range(4):
+                if not abs(x[i + k]) < rng:
+                    ordinary = False
+            if ordinary:
+                for k in range(4):
+                    v = x[i + k]
+                    a = abs(v)
+                    lanes[k, int(a * scale) + nb * int(v < 0) + zslot * int(a == 0)] += 1
+                    vmin = min(vmin, v)
+                    vmax = max(vmax, v)
+                i += 4
+                continue
+        v = x[i]
         a = abs(v)
         if a < rng:
-            lanes[i & 3, int(a * scale) + nb * int(v < 0.0) + zslot * int(a == 0.0)] += 1
-            vmin = min(vmin, v + 0.0)  # + 0.0 turns -0.0 into 0.0: min/max independent of order
-            vmax = max(vmax, v + 0.0)
-            i += 1
+            lanes[i & 3, int(a * scale) + nb * int(v < 0) + zslot * int(a == 0)] += 1
+            vmin = min(vmin, v)
+            vmax = max(vmax, v)
         elif a != a:
             special[0] += 1
-            i += 1
         elif a == np.inf:
-            special[1 + int(v < 0.0)] += 1
-            i += 1
-        else:  # finite and >= R: grow to the smallest power of two above |v|, retry v
-            grown = math.frexp(a)[1]
-            _fold(lanes, grown - e, log2b)
-            e = grown
-            scale = math.ldexp(1.0, log2b - e)
-            rng = math.ldexp(1.0, e) if e < 1024 else np.inf
-    ext[0] = vmin
-    ext[1] = vmax
-    return e
+            special[1 + int(v < 0)] += 1
+        else:
+            break
+        i += 1
+    # a zero extreme is reported as +0.0 whatever mix of 0.0 and -0.0 was seen
+    ext[0] = vmin if vmin != 0 else 0.0
+    ext[1] = vmax if vmax != 0 else 0.0
+    return i
 
 
 class StreamingHistogram:
@@ -133,16 +143,34 @@ class StreamingHistogram:
         """Add every value of ``x`` (any real dtype, shape and memory layout)."""
         arr = x if type(x) is np.ndarray else np.asarray(x)
         dt = arr.dtype
-        if dt in _NATIVE and arr.flags.c_contiguous:
-            self._exp = _fill(arr.reshape(-1), self._lanes, self._special, self._ext, self._exp, self._log2b)
+        if dt in _NATIVE and arr.flags.c_contiguous and self._exact_in(dt):
+            self._ingest(arr.reshape(-1))
         else:
             target = dt if dt in _NATIVE else _CONVERT.get(dt)
             if target is None:
                 raise InputError(f"expected a real-valued array (float or integer), found dtype {dt}")
-            if arr.size:
-                for chunk in _chunks(arr, target):
-                    self._exp = _fill(chunk, self._lanes, self._special, self._ext, self._exp, self._log2b)
+            if not self._exact_in(target):
+                target = np.dtype(np.float64)
+            for chunk in _chunks(arr, target) if arr.size else ():
+                self._ingest(chunk)
         self._count += arr.size
+
+    def _exact_in(self, dt: np.dtype) -> bool:
+        """Whether ``bins / R`` is a normal number of type ``dt`` (float64 always is)."""
+        return dt == _NATIVE[1] or -126 <= self._log2b - self._exp <= 127
+
+    def _ingest(self, flat: np.ndarray) -> None:
+        """Bin a 1-D float32/float64 array, growing the range whenever a value needs it."""
+        typ = flat.dtype.type
+        i = 0
+        while True:
+            rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
+            i = _fill(flat, i, self._lanes, self._special, self._ext, typ(math.ldexp(1.0, self._log2b - self._exp)), rng, self._bins)
+            if i >= flat.size:
+                return
+            grown = math.frexp(abs(float(flat[i])))[1]  # smallest power of two above |x[i]|
+            _fold(self._lanes, grown - self._exp, self._log2b)
+            self._exp = grown
 
     def merge(self, other: StreamingHistogram) -> StreamingHistogram:
         """Add ``other``'s values to this histogram (exact); returns ``self``."""

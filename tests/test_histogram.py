@@ -213,3 +213,15 @@ def test_inconsistent_but_checksummed_state_is_refused():
         StreamingHistogram.from_bytes(_resealed(data, 12, "<i", 2000))
     with pytest.raises(StateError, match="do not add up"):
         StreamingHistogram.from_bytes(_resealed(data, 16, "<Q", 99))
+
+
+@pytest.mark.parametrize("first", [np.array([1e300]), np.array([1e-300]), np.array([3e-39], np.float32)])
+def test_float32_batches_after_ranges_float32_cannot_scale_exactly(first):
+    """After float64 extremes (or float32 subnormals) the float32 fast path is not exact; results must not change."""
+    rng = np.random.default_rng(4)
+    later = [rng.standard_normal(1000).astype(np.float32), np.array([np.finfo(np.float32).max, 1e-45], np.float32)]
+    for bins in (2, 4096):
+        h = filled(first, bins)
+        for x in later:
+            h.update(x)
+        assert_matches_naive(h, np.concatenate([first.astype(np.float64)] + [x.astype(np.float64) for x in later]))
