@@ -38,63 +38,91 @@ from .registry import register
 
 
 @kernel
-def _prefix(counts, cum, nonempty, xlogx_hi, xlogx_lo):
-    """Prefix sums of counts, of non-empty bins, and of c*log(c) (double-double)."""
+def _prefix(counts):
+    """Rows: prefix sums of counts, of non-empty bins, and of c*log(c) as double-double (hi, lo)."""
+    n = counts.size
+    pre = np.zeros((4, n + 1))
     hi = 0.0
     lo = 0.0
-    for j in range(counts.size):
+    for j in range(n):
         c = counts[j]
-        cum[j + 1] = cum[j] + c
-        nonempty[j + 1] = nonempty[j] + (1 if c > 0.0 else 0)
+        pre[0, j + 1] = pre[0, j] + c
+        pre[1, j + 1] = pre[1, j] + (1.0 if c > 0.0 else 0.0)
         t = c * math.log(c) if c > 0.0 else 0.0
         s = hi + t  # TwoSum: s + err == hi + t exactly
         bb = s - hi
         lo += (hi - (s - bb)) + (t - bb)
         hi = s
-        xlogx_hi[j + 1] = hi
-        xlogx_lo[j + 1] = lo
+        pre[2, j + 1] = hi
+        pre[3, j + 1] = lo
+    return pre
 
 
 @kernel
-def _candidate_kl(counts, cum, nonempty, xlogx_hi, xlogx_lo, i, levels):
-    """KL(P || Q) for keeping ``i`` bins; +inf when the candidate is rejected."""
+def _candidate_kl(counts, pre, memo_hi, memo, i, levels):
+    """KL(P || Q) for keeping ``i`` bins; +inf when the candidate is rejected.
+
+    Level k covers bins [ceil(k*i/L), ceil((k+1)*i/L)), stepped without division.
+    A level's term depends only on its bin range, and consecutive candidates share
+    most ranges, so terms are memoised by first bin (``memo_hi[lo]`` says for which
+    end). A level with one non-empty bin reproduces P exactly: its term is 0.
+    """
     n = counts.size
-    total = cum[n]
-    outliers = total - cum[i]
+    total = pre[0, n]
+    outliers = total - pre[0, i]
     last = counts[i - 1]
     if outliers > 0.0 and last == 0.0:
         return np.inf
+    step, rem_step = i // levels, i % levels
+    base, rem = 0, 0  # (k+1)*i == base*levels + rem
+    lo = 0
     acc = 0.0
-    for k in range(levels):
-        lo = (k * i + levels - 1) // levels
-        hi = ((k + 1) * i + levels - 1) // levels
-        c = nonempty[hi] - nonempty[lo]
-        if c == 0:
-            continue
-        mass = cum[hi] - cum[lo]
-        plogp = (xlogx_hi[hi] - xlogx_hi[lo]) + (xlogx_lo[hi] - xlogx_lo[lo])
-        if hi == i and outliers > 0.0:
-            folded = last + outliers
-            plogp += folded * math.log(folded) - last * math.log(last)
-            acc += plogp - (mass + outliers) * math.log(mass / c)
-        else:
-            acc += plogp - mass * math.log(mass / c)
+    for _ in range(levels):
+        base += step
+        rem += rem_step
+        if rem >= levels:
+            rem -= levels
+            base += 1
+        hi = base + (1 if rem > 0 else 0)
+        if hi > lo:
+            if hi == i and outliers > 0.0:
+                acc += _level_term(pre, lo, hi, last, outliers)
+            elif memo_hi[lo] == hi:
+                acc += memo[lo]
+            else:
+                term = 0.0 if pre[1, hi] - pre[1, lo] <= 1.0 else _level_term(pre, lo, hi, 0.0, 0.0)
+                memo_hi[lo] = hi
+                memo[lo] = term
+                acc += term
+        lo = hi
     return acc / total + math.log1p(-outliers / total)
+
+
+@kernel
+def _level_term(pre, lo, hi, last, outliers):
+    """sum P log P - M log(m/c) over one level (counts units); outliers fold into bin hi-1."""
+    c = pre[1, hi] - pre[1, lo]
+    if c == 0.0:
+        return 0.0
+    mass = pre[0, hi] - pre[0, lo]
+    plogp = (pre[2, hi] - pre[2, lo]) + (pre[3, hi] - pre[3, lo])
+    if outliers > 0.0:
+        folded = last + outliers
+        plogp += folded * math.log(folded) - last * math.log(last)
+    return plogp - (mass + outliers) * math.log(mass / c)
 
 
 @kernel
 def _kl_search(counts, levels, start):
     """Best number of kept bins and its KL (last minimum wins)."""
     n = counts.size
-    cum = np.zeros(n + 1)
-    nonempty = np.zeros(n + 1, dtype=np.int64)
-    xhi = np.zeros(n + 1)
-    xlo = np.zeros(n + 1)
-    _prefix(counts, cum, nonempty, xhi, xlo)
+    pre = _prefix(counts)
+    memo_hi = np.full(n + 1, -1, dtype=np.int64)
+    memo = np.zeros(n + 1)
     best_i = n
     best = np.inf
     for i in range(start, n + 1):
-        d = _candidate_kl(counts, cum, nonempty, xhi, xlo, i, levels)
+        d = _candidate_kl(counts, pre, memo_hi, memo, i, levels)
         if d <= best:
             best = d
             best_i = i
@@ -119,12 +147,10 @@ def kl_divergences(counts: object, num_levels: int = 128, start_bin: int = 128) 
     """KL of every candidate ``i = start .. n`` (inf where rejected), as `kl_search` sees them."""
     arr = _check_counts(counts)
     levels, start = _check_levels(arr.size, num_levels, start_bin)
-    n = arr.size
-    cum = np.zeros(n + 1)
-    nonempty = np.zeros(n + 1, dtype=np.int64)
-    xhi, xlo = np.zeros(n + 1), np.zeros(n + 1)
-    _prefix(arr, cum, nonempty, xhi, xlo)
-    return np.array([_candidate_kl(arr, cum, nonempty, xhi, xlo, i, levels) for i in range(start, n + 1)])
+    pre = _prefix(arr)
+    memo_hi = np.full(arr.size + 1, -1, dtype=np.int64)
+    memo = np.zeros(arr.size + 1)
+    return np.array([_candidate_kl(arr, pre, memo_hi, memo, i, levels) for i in range(start, arr.size + 1)])
 
 
 def _check_levels(n: int, num_levels: int, start_bin: int) -> tuple[int, int]:
