@@ -35,6 +35,18 @@ DEFAULT_BINS = 4096
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
 
 
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or "\n" in name:
+        raise InputError(f"tensor name must be a non-empty single-line string, found {name!r}")
+
+
+def _update(name: str, hist: StreamingHistogram, array: Any) -> None:
+    try:
+        hist.update(array)
+    except InputError as err:
+        raise InputError(f"tensor {name!r}: {err}") from None
+
+
 class Calibrator:
     """Streams arrays into per-tensor histograms and computes calibration tables.
 
@@ -61,28 +73,31 @@ class Calibrator:
     # -- feeding -----------------------------------------------------------------------
     def observe(self, name: str, array: Any) -> None:
         """Fold one array (a sample or batch) of tensor ``name`` into its histogram."""
-        self.observe_chunks(name, (array,))
+        _check_name(name)
+        arr = array if type(array) is np.ndarray else np.asarray(array)
+        if arr.size == 0:
+            raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
+        hist = self._hists.get(name) or StreamingHistogram(self.bins)
+        _update(name, hist, arr)  # checks the dtype before touching any counter
+        self._register(name, hist)
 
     def observe_chunks(self, name: str, chunks: Iterable[Any]) -> None:
-        """Fold one array that arrives in pieces (e.g. read from a file) as a single array."""
-        if not isinstance(name, str) or not name or "\n" in name:
-            raise InputError(f"tensor name must be a non-empty single-line string, found {name!r}")
-        hist = self._hists.get(name) or StreamingHistogram(self.bins)
-        before = hist.count
-        shapes = []
+        """Fold one array that arrives in pieces (e.g. read from a file) as a single array.
+
+        The pieces fill a scratch histogram that is merged only when all of them were
+        good, so a bad piece leaves the calibrator as it was.
+        """
+        _check_name(name)
+        scratch = StreamingHistogram(self.bins)
         for chunk in chunks:
-            arr = chunk if type(chunk) is np.ndarray else np.asarray(chunk)
-            shapes.append(arr.shape)
-            try:
-                hist.update(arr)
-            except InputError as err:
-                raise InputError(f"tensor {name!r}: {err}") from None
-        if hist.count == before:
-            raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {shapes[0] if shapes else ()}")
-        if name not in self._hists:
-            self._hists[name] = hist
-            self._samples[name] = 0
-        self._samples[name] += 1
+            _update(name, scratch, chunk)
+        if scratch.count == 0:
+            raise InputError(f"tensor {name!r}: expected a non-empty array, found no values")
+        self._register(name, self._hists[name].merge(scratch) if name in self._hists else scratch)
+
+    def _register(self, name: str, hist: StreamingHistogram) -> None:
+        self._hists[name] = hist
+        self._samples[name] = self._samples.get(name, 0) + 1
 
     def observe_many(self, arrays: Mapping[str, Any]) -> None:
         """`observe` every ``name: array`` of a mapping (one sample of several tensors)."""

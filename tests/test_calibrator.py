@@ -235,3 +235,17 @@ def test_state_bytes_round_trip_for_any_content(tensors, consumed, model_hash):
     assert back == cal and back.names() == cal.names() and back.consumed == cal.consumed
     for name in cal.names():
         assert back.stats(name) == cal.stats(name)
+
+
+def test_a_bad_chunk_leaves_the_tensor_as_it_was():
+    cal = Calibrator(bins=64)
+    cal.observe("t", np.arange(5.0))
+    before = cal.to_bytes()
+    with pytest.raises(InputError, match="tensor 't': expected a real-valued array"):
+        cal.observe_chunks("t", [np.ones(10), np.array(["x"])])
+    assert cal.to_bytes() == before
+    cal.observe_chunks("t", [np.ones(10), np.zeros(2)])
+    assert (cal.samples("t"), cal.stats("t").count, cal.stats("t").zeros) == (2, 17, 3)
+    with pytest.raises(InputError, match="tensor 'u': expected a non-empty array"):
+        cal.observe_chunks("u", [np.zeros(0)])
+    assert cal.names() == ["t"]
