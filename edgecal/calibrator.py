@@ -31,7 +31,7 @@ from .table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration, TensorSta
 
 log = logging.getLogger("edgecal")
 
-DEFAULT_BINS = 4096
+DEFAULT_BINS = 8192  # scripts/lattice_study.py: the smallest lattice whose KL tables match exact-range ones
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
 
 
@@ -53,7 +53,7 @@ class Calibrator:
     Parameters
     ----------
     bins : int
-        Bins per sign of every histogram (a power of two; default 4096, see README).
+        Bins per sign of every histogram (a power of two; default 8192, see README).
     model_hash : str, optional
         Identifies the model the activations come from; copied into every table.
     """

@@ -60,7 +60,7 @@ DISTRIBUTIONS = ("gaussian", "relu", "laplace+outliers")
 
 FULL = {
     "mode": "full", "values": 32 * MB, "batches": (MB, 16 * 1024), "repeats": 5,
-    "kl_bins": (2048, 4096), "kl_repeats": 50, "naive_repeats": 3, "numpy_repeats": 1,
+    "kl_bins": (2048, 4096, 8192), "kl_repeats": 50, "naive_repeats": 3, "numpy_repeats": 1,
     "jit_trials": 3, "rss_bytes": 1 << 30, "rss_tensors": 8, "other_repeats": 2,
 }
 QUICK = {

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edgecal import Calibrator, CalibrationTable, __version__
+from edgecal.calibrator import DEFAULT_BINS
 from edgecal import cli
 from edgecal.cli import main
 
@@ -126,7 +127,7 @@ def test_export_show_and_merge(acts, tmp_path, capsys):
     capsys.readouterr()
     assert run("show", merged) == 0
     shown = capsys.readouterr().out
-    assert "state of 2 tensors, 4096 bins, 3 inputs consumed" in shown and "conv" in shown
+    assert f"state of 2 tensors, {DEFAULT_BINS} bins, 3 inputs consumed" in shown and "conv" in shown
     assert run("show", tmp_path / "t.json") == 0
     shown = capsys.readouterr().out
     assert "table of 2 tensors" in shown and "fc" in shown and "kl" in shown
@@ -201,10 +202,10 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
 
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys):
     cases = bad_inputs(tmp_path)
-    # a state with 4096 bins exists for the --bins mismatch case
+    # a state with the default bins exists for the --bins mismatch case
     assert run("calibrate", tmp_path / "ok.npy", "-o", tmp_path / "first.json", "--state", tmp_path / "s2.ecst") == 0
     capsys.readouterr()
-    cases["bins vs state"] = (cases["bins vs state"][0], "--bins 64 differs from the 4096 bins")
+    cases["bins vs state"] = (cases["bins vs state"][0], f"--bins 64 differs from the {DEFAULT_BINS} bins")
     for label, (argv, msg) in cases.items():
         before = set(os.listdir(tmp_path))
         assert run(*argv) == 2, label
