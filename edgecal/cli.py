@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -286,12 +287,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.WARNING)
     log.propagate = False
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
     except EdgecalError as err:
         print(f"edgecal: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgecal: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         log.removeHandler(handler)

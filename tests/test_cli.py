@@ -260,3 +260,9 @@ def test_demo_writes_every_format_and_reports_each_method(tmp_path):
     table = CalibrationTable.load(out / "table.json")
     assert CalibrationTable.load(out / "table.ecal") == table
     assert set(table) == {"conv1_relu", "fc1", "attn_scores", "logits"}
+
+
+def test_output_piped_into_a_reader_that_stops_is_not_an_error(tmp_path):
+    cmd = f"'{sys.executable}' -m edgecal demo --out '{tmp_path / 'd'}' | head -n 1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("edgecal demo:") and "Traceback" not in done.stderr
