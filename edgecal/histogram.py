@@ -32,7 +32,7 @@ import numpy as np
 from ._jit import kernel
 from .errors import InputError, StateError
 
-_LANES = 4  # interleaved sub-histograms: breaks store-to-load chains on hot bins
+_LANES = 4  # interleaved sub-histograms (breaks store-to-load chains on hot bins); _fill assumes 4
 _MAX_LOG2_BINS = 24
 _CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
 
