@@ -1,0 +1,1 @@
+"""The long-running calibration service and its systemd integration."""

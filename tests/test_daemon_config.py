@@ -1,0 +1,109 @@
+"""sd_notify over a real datagram socket, and the checked TOML configuration."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from edgecal.daemon.config import ConfigError, Field, key_lines, load_config, parse_config
+from edgecal.daemon.notify import Notifier
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    yield path, sock
+    sock.close()
+
+
+def test_notifications_reach_the_socket(notify_socket):
+    path, sock = notify_socket
+    n = Notifier(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
+    assert n.active and n.watchdog_seconds == 2.0
+    assert n.send(ready=True, status="warm\nready")
+    assert sock.recv(1024) == b"READY=1\nSTATUS=warm ready"
+    assert n.send(watchdog=True) and sock.recv(1024) == b"WATCHDOG=1"
+    assert n.send(stopping=True) and sock.recv(1024) == b"STOPPING=1"
+
+
+def test_abstract_socket_names_start_with_at():
+    name = f"edgecal-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        assert Notifier(env={"NOTIFY_SOCKET": "@" + name}).send(status="x")
+        assert sock.recv(64) == b"STATUS=x"
+
+
+def test_watchdog_for_another_process_is_ignored_and_no_socket_is_a_no_op(caplog, tmp_path):
+    assert Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "5", "WATCHDOG_PID": "1"}).watchdog_seconds is None
+    assert not Notifier(env={}).active
+    gone = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "missing")})
+    assert gone.send(ready=True) is False and "sd_notify to" in caplog.text
+
+
+SCHEMA = {
+    "state": {"path": Field(str), "checkpoint_interval": Field(float, 30.0, lambda v: None if v > 0 else "must be > 0")},
+    "output": {"method": Field(str, "kl"), "on_stop": Field(bool, True), "every_samples": Field(int, 0)},
+    "source": {"kind": Field(str), "path": Field(str, None)},
+}
+
+GOOD = """# comment
+[state]
+path = "/var/lib/edgecal/state.ecst"
+checkpoint_interval = 5
+
+[[source]]
+kind = "spool"
+path = "/spool"
+
+[[source]]
+kind = "serial"
+"""
+
+
+def test_good_config_gets_defaults_and_types():
+    cfg = parse_config(GOOD, SCHEMA)
+    assert cfg["state"] == {"path": "/var/lib/edgecal/state.ecst", "checkpoint_interval": 5.0}
+    assert cfg["output"] == {"method": "kl", "on_stop": True, "every_samples": 0}
+    assert cfg["source"] == [{"kind": "spool", "path": "/spool"}, {"kind": "serial", "path": None}]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD + "[output]\nmethod = \"kl\"\nbogus = 1\n", r"line 14: \[output\] bogus: unknown key; known keys: every_samples, method, on_stop"),
+        (GOOD + "[output]\non_stop = \"yes\"\n", r"line 13: \[output\] on_stop: expected true or false, found 'yes'"),
+        (GOOD + "[output]\nevery_samples = true\n", r"line 13: \[output\] every_samples: expected an integer, found True"),
+        (GOOD.replace("checkpoint_interval = 5", "checkpoint_interval = -1"), r"line 4: \[state\] checkpoint_interval: must be > 0"),
+        (GOOD.replace('kind = "serial"', 'kind = 7'), r"line 11: \[\[source\]\] #2 kind: expected a string"),
+        (GOOD.replace('kind = "serial"', 'port = "x"'), r"line 11: \[\[source\]\] #2 port: unknown key"),
+        ("[state]\n", r"\[state\] path: is required"),
+        ("[stat]\npath = 1\n", r"line 1: unknown table \[stat\]; known tables: output, source, state"),
+        ("[state\n", r"not valid TOML: .*line 1"),
+    ],
+)
+def test_bad_configs_name_the_key_and_line(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text, SCHEMA)
+
+
+def test_load_config_names_the_file(tmp_path):
+    path = tmp_path / "edgecal.toml"
+    path.write_text("[state]\npath = 1\n")
+    with pytest.raises(ConfigError, match=r"edgecal.toml: line 2: \[state\] path: expected a string"):
+        load_config(path, SCHEMA)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml", SCHEMA)
+    path.write_text(GOOD)
+    assert load_config(path, SCHEMA)["state"]["checkpoint_interval"] == 5.0
+
+
+def test_key_lines_tracks_arrays_of_tables():
+    lines = key_lines(GOOD)
+    assert lines[("source", 0, "kind")] == 7 and lines[("source", 1, "kind")] == 11 and lines[("state", 0, "path")] == 3
