@@ -1,0 +1,17 @@
+"""Float ONNX models: read, run in float and in int8 with a table, and check what the table costs.
+
+Reading ONNX files needs the ``onnx`` package (``pip install 'edgecal[onnx]'``); the
+runners themselves use numpy and the kernels in `edgecal.reference`.
+"""
+
+from .activations import calibrate_file, observe_model
+from .check import CheckReport, TensorReport, check_model, sqnr_db
+from .float_run import run_float
+from .graph import OPS, Graph, MissingExtraError, Node, from_onnx, load_graph
+from .int8_run import Int8Model, QParams, quantize_weights
+
+__all__ = [
+    "OPS", "CheckReport", "Graph", "Int8Model", "MissingExtraError", "Node", "QParams", "TensorReport",
+    "calibrate_file", "check_model", "from_onnx", "load_graph", "observe_model", "quantize_weights", "run_float",
+    "sqnr_db",
+]

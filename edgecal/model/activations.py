@@ -1,0 +1,58 @@
+"""A float ONNX model as an activation source: every tensor it computes goes into a `Calibrator`.
+
+Calibrating a model this way needs no ONNX Runtime: `run_float` executes the graph
+in numpy and hands over each intermediate tensor, named as in the model.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..calibrator import Calibrator
+from ..errors import InputError
+from .float_run import run_float
+from .graph import Graph
+
+
+def observe_model(cal: Calibrator, graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
+    """Run ``graph`` in float on one batch and observe every activation (inputs and node outputs)."""
+    values = run_float(graph, feeds)
+    for name in graph.activations():
+        cal.observe(name, values[name])
+
+
+def feeds_from(graph: Graph, arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """The model's inputs from a file's arrays: by input name, or the only array of a single-input model."""
+    names = [n for n, _ in graph.inputs]
+    if all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    if len(names) == 1 and len(arrays) == 1:
+        return {names[0]: next(iter(arrays.values()))}
+    raise InputError(f"{where}: holds arrays {sorted(arrays)}; expected one named after each model input "
+                     f"({', '.join(names)}), or a single array for a single-input model")
+
+
+def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Arrays of a .npy (named by the stem) or .npz file; `InputError` when it cannot be read."""
+    p = Path(path)
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {p.stem: loaded}
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise InputError(f"{p}: not a readable .npy/.npz file ({err})") from err
+
+
+def calibrate_file(graph: Graph, path: Path, key: str, bins: int) -> Calibrator:
+    """Every activation of the model on one input file, in a fresh calibrator marked as holding ``key``."""
+    part = Calibrator(bins, model_hash=graph.model_hash or None)
+    observe_model(part, graph, feeds_from(graph, load_arrays(path), str(path)))
+    part.consumed.add(key)
+    return part
