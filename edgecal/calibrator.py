@@ -27,7 +27,7 @@ from .atomic import atomic_write
 from .errors import InputError, StateError
 from .histogram import StreamingHistogram
 from .methods import get_method
-from .table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration, TensorStats
+from .table import ALL_ZERO_AMAX, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
 
 log = logging.getLogger("edgecal")
 
@@ -148,17 +148,35 @@ class Calibrator:
         h = self.histogram(name)
         return TensorStats(self._samples[name], h.count, h.zeros, h.nans, h.posinf, h.neginf, h.min, h.max)
 
-    def compute(self, method: str = "kl", names: Iterable[str] | None = None, **params: Any) -> CalibrationTable:
-        """One table entry per tensor, thresholds chosen by ``method`` with ``params``."""
+    def compute(self, method: str = "kl", names: Iterable[str] | None = None, scheme: str = "symmetric",
+                **params: Any) -> CalibrationTable:
+        """One table entry per tensor, thresholds chosen by ``method`` with ``params``.
+
+        ``scheme="tflite"`` gives tensors that were never negative TFLite's unsigned
+        use of int8: zero point -128 and scale amax / 255, all 256 levels on [0, amax]
+        (``kl`` then searches 256 levels unless ``num_levels`` is given); tensors with
+        negative values stay symmetric.
+        """
         m = get_method(method)
         resolved = m.resolve(params)
+        if scheme not in SCHEMES:
+            raise InputError(f"unknown scheme {scheme!r}; known schemes: {', '.join(SCHEMES)}")
         chosen = list(self._hists) if names is None else list(names)
         if not chosen:
             raise InputError("no tensors observed; expected at least one observe() before compute()")
-        entries = [self._entry(name, m, resolved) for name in chosen]
+        default_levels = "num_levels" not in params
+        entries = [self._entry(name, m, resolved, default_levels, scheme == "tflite" and self._never_negative(name))
+                   for name in chosen]
         return CalibrationTable(entries, model_hash=self.model_hash)
 
-    def _entry(self, name: str, method: Any, params: dict[str, Any]) -> TensorCalibration:
+    def _never_negative(self, name: str) -> bool:
+        h = self.histogram(name)
+        return h.min is not None and h.min >= 0.0
+
+    def _entry(self, name: str, method: Any, params: dict[str, Any], default_levels: bool = False,
+               unsigned: bool = False) -> TensorCalibration:
+        if unsigned and default_levels and method.name == "kl":
+            params = {**params, "num_levels": 256}
         h = self.histogram(name)
         stats = self.stats(name)
         if h.finite == 0:
@@ -185,10 +203,12 @@ class Calibrator:
                 flags.append("fallback")
                 log.warning("tensor %r: method %s gave threshold %r; using max |x| = %r", name, method.name, amax, h.amax)
                 amax = h.amax
-        if amax < MIN_AMAX:
+        least = MIN_AMAX * (255.0 / 127.0 if unsigned else 1.0)  # scale amax/255 must stay normal too
+        if amax < least:
             flags.append("fallback")
-            amax = MIN_AMAX
-        return TensorCalibration.symmetric(name, amax, method=method.name, params=params, stats=stats, flags=tuple(flags))
+            amax = least
+        build = TensorCalibration.unsigned if unsigned else TensorCalibration.symmetric
+        return build(name, amax, method=method.name, params=params, stats=stats, flags=tuple(flags))
 
     # -- state -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -7,12 +7,15 @@ no partial output), 130 interrupted (progress kept in ``--state`` when given).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
 import os
 import signal
+import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,7 +26,8 @@ from .errors import EdgecalError, InputError
 from .formats import detect_format, format_names, get_format, load_table
 from .inputs import arrays_in, expand_inputs, input_key
 from .methods import get_method, method_names
-from .table import CalibrationTable
+from .reference.requant import ROUNDINGS
+from .table import SCHEMES, CalibrationTable
 
 log = logging.getLogger("edgecal")
 
@@ -88,7 +92,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out_format = get_format(args.format) if args.format else detect_format(args.out)
     options = _key_values(args.option, "--option")
     out_format.check_options(options)
-    files = expand_inputs(args.inputs)
+    if args.scheme not in SCHEMES:
+        raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
+    read, files = _calibrate_sources(args)
     cal = _open_state(args.state, args.bins)
     progress = Progress(not args.quiet)
     total = sum(f.stat().st_size for f in files)
@@ -101,7 +107,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             if key in cal.consumed:
                 skipped += 1
             else:
-                cal.merge(_read_file(path, key, cal.bins))
+                cal.merge(read(path, key, cal.bins))
                 used += 1
             done_bytes += path.stat().st_size
             rate = done_bytes / max(progress.elapsed(), 1e-9)
@@ -122,7 +128,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress.done()
     if args.state:
         cal.save_state(args.state)
-    table = cal.compute(method.name, **params)
+    table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
     note = f", {skipped} already in {args.state}" if skipped else ""
     print(f"calibrated {len(table)} tensors from {used} files{note} with {method.name} -> {args.out} ({out_format.name})")
@@ -136,6 +142,19 @@ def _open_state(state: str | None, bins: int | None) -> Calibrator:
             raise InputError(f"--bins {bins} differs from the {cal.bins} bins of {state}; omit --bins to resume")
         return cal
     return Calibrator(bins or DEFAULT_BINS)
+
+
+def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path]]:
+    """(reader, files): activation files, or the activations of --model on the model inputs in --inputs."""
+    if args.model is None:
+        if args.model_inputs or not args.inputs:
+            raise InputError("expected activation files or folders, or --model M.onnx with --inputs DIR")
+        return _read_file, expand_inputs(args.inputs)
+    if args.inputs or not args.model_inputs:
+        raise InputError("--model reads its input batches from --inputs DIR; expected no positional INPUT")
+    from .model import calibrate_file, load_graph
+
+    return functools.partial(calibrate_file, load_graph(args.model)), expand_inputs(args.model_inputs)
 
 
 def _read_file(path: Path, key: str, bins: int) -> Calibrator:
@@ -225,11 +244,160 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nkl table written in every format to {args.out}/:")
     for fmt, path in report.written.items():
         print(f"  {fmt:<5} {path}")
+    _print_digits_demo()
+    from .link.demo_stage import run_serial_stage
+
+    print("\n" + "\n".join(run_serial_stage().lines()))
+    return 0
+
+
+def _print_digits_demo() -> None:
+    from .model import MissingExtraError
+    from .model.digits import run_digits_demo
+
+    try:
+        demo = run_digits_demo()
+    except MissingExtraError as err:
+        print(f"\ndigits CNN check skipped: {err}")
+        return
+    print(f"\ndigits CNN (bundled ONNX, scikit-learn digits): calibrated from its own activations on "
+          f"{demo.calib_samples} images, scheme {demo.scheme}; top-1 on {demo.eval_samples} held-out images\n")
+    rows = [("method", "float top-1", "int8 top-1", "change", "agreement", "worst SQNR", "median SQNR")]
+    for method, r in demo.reports.items():
+        worst = r.worst(1)[0]
+        median = statistics.median(t.sqnr_db for t in r.tensors)
+        rows.append((method, _pct(r.float_accuracy), _pct(r.int8_accuracy),
+                     f"{100 * (r.int8_accuracy - r.float_accuracy):+.2f} pt", _pct(r.top1_agreement),
+                     f"{_db(worst.sqnr_db)} ({worst.name})", _db(median)))
+    _print_rows(rows)
+    names = [t.name for t in next(iter(demo.reports.values())).tensors]
+    print("\nper-tensor SQNR of the int8 model against float:\n")
+    rows = [("tensor", *demo.reports)]
+    for i, name in enumerate(names):
+        rows.append((name, *[_db(r.tensors[i].sqnr_db) for r in demo.reports.values()]))
+    _print_rows(rows)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+# -- check -----------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    from .model import check_model, load_graph
+    from .model.activations import feeds_from, load_arrays
+
+    graph = load_graph(args.model)
+    table = load_table(args.table)
+    arrays = load_arrays(args.data)
+    labels = None
+    if args.labels is not None:
+        if args.labels not in arrays:
+            raise InputError(f"{args.data}: no array {args.labels!r} for --labels; it holds {', '.join(sorted(arrays))}")
+        labels = arrays.pop(args.labels)
+    report = check_model(graph, table, feeds_from(graph, arrays, args.data), labels, args.rounding)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        return 0
+    print(f"edgecal check: {args.model} with {args.table}, {report.samples} samples, rounding {report.rounding}")
+    if report.float_accuracy is not None:
+        change = 100 * (report.int8_accuracy - report.float_accuracy)
+        print(f"top-1 accuracy: float {_pct(report.float_accuracy)}, int8 {_pct(report.int8_accuracy)} ({change:+.2f} points)")
+    print(f"top-1 agreement float vs int8: {_pct(report.top1_agreement)}\n")
+    rows = [("tensor", "op", "scale", "zp", "SQNR")]
+    for t in report.tensors:
+        rows.append((t.name, t.op, _fmt(t.scale), str(t.zero_point), _db(t.sqnr_db)))
+    _print_rows(rows)
+    print("\nworst: " + ", ".join(f"{t.name} ({_db(t.sqnr_db)})" for t in report.worst()))
     return 0
 
 
 def _db(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.1f} dB"
+
+
+# -- stream ----------------------------------------------------------------------------------
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .link import SerialSource, StopRequested, StreamSession
+    from .link.errors import LinkError
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    src = SerialSource(args.port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
+                       stop=stop)
+    try:
+        if args.list:
+            _print_device(args.port, src.open())
+            return 0
+        method, params, out_format, options = _stream_outputs(args)
+        cal = _open_state(args.state, args.bins)
+        info = src.open()
+        progress = Progress(not args.quiet)
+        tensors = [t for t in args.tensors.split(",") if t] if args.tensors else None
+        result = StreamSession(
+            src, cal, tensors=tensors, samples=args.samples, duration=args.duration, stop=stop,
+            on_progress=lambda p: progress.update(_stream_line(p)), max_loss=args.max_loss / 100.0,
+            checkpoint=(lambda: cal.save_state(args.state)) if args.state else None,
+            checkpoint_every=args.checkpoint_every,
+        ).run()
+        progress.done()
+        if args.state:
+            cal.save_state(args.state)
+        if not cal.names():
+            raise InputError(f"{args.port}: no intact tensor arrived ({result.reason}); nothing to calibrate")
+        table = cal.compute(method.name, **params).replace_meta(provenance={"link": result.provenance})
+        table.save(args.out, format=out_format.name, **options)
+        p = result.provenance
+        print(f"streamed {result.samples} complete samples from {args.port} ({info.hello.firmware}; {result.reason}): "
+              f"{p['tensors_used']} tensors used, {p['tensors_discarded']} discarded, {p['frames_missing']} frames "
+              f"lost, {p['frames_corrupt']} corrupt; {method.name} table of {len(table)} tensors -> {args.out}")
+        if args.push:
+            if result.reason == "device-gone":
+                raise LinkError(f"{args.port}: cannot push the table, the device is gone (the table is in {args.out})")
+            size, crc = src.push_table(_ecal(table))
+            print(f"pushed the table to the device: {size} bytes, CRC-32 0x{crc:08x}, accepted")
+        return 0
+    except StopRequested:
+        print("edgecal: interrupted before streaming began; nothing written", file=sys.stderr)
+        return 130
+    finally:
+        src.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _ecal(table: CalibrationTable) -> bytes:
+    from .formats.ecal import write_ecal
+
+    return write_ecal(table)
+
+
+def _stream_outputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
+    if not args.out:
+        raise InputError("--out TABLE is required unless --list is given")
+    if args.samples is not None and args.samples < 1 or args.duration is not None and args.duration <= 0:
+        raise InputError(f"--samples {args.samples} / --duration {args.duration}: expected a positive number")
+    method = get_method(args.method)
+    params = method.resolve(_key_values(args.param, "--param"))
+    out_format = get_format(args.format) if args.format else detect_format(args.out)
+    options = _key_values(args.option, "--option")
+    out_format.check_options(options)
+    return method, params, out_format, options
+
+
+def _stream_line(p: dict[str, Any]) -> str:
+    return (f"edgecal: {p['samples']} samples, {p['tensors']} tensors, {_mb(p['bytes_per_s'])}/s, "
+            f"{p['frames_missing']} frames lost, {p['frames_corrupt']} corrupt, {p['discarded']} tensors discarded")
+
+
+def _print_device(port: str, info: Any) -> None:
+    h = info.hello
+    print(f"{port}: {h.firmware or 'firmware'}, link protocol {h.version}, model {h.model_hash}, "
+          f"max payload {h.max_payload}, boot id {h.boot_id}")
+    rows = [("id", "tensor", "dtype", "shape", "bytes")]
+    for t in info.tensors:
+        rows.append((str(t.id), t.name, t.dtype.name, "x".join(map(str, t.shape)) or "scalar", str(t.nbytes)))
+    _print_rows(rows)
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -242,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     writer.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="format option, e.g. trt_version=100300")
 
     c = sub.add_parser("calibrate", parents=[writer], help="calibrate .npy/.npz files or folders into a table")
-    c.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy (one tensor), .npz (one per key) or a folder")
+    c.add_argument("inputs", nargs="*", metavar="INPUT", help=".npy (one tensor), .npz (one per key) or a folder")
+    c.add_argument("--model", metavar="M.onnx", help="calibrate every activation of this float ONNX model (needs onnx)")
+    c.add_argument("--inputs", dest="model_inputs", action="append", metavar="DIR",
+                   help="with --model: .npy/.npz model input batches (arrays named after the model inputs)")
+    c.add_argument("--scheme", default="symmetric", help=f"one of: {', '.join(SCHEMES)} (default symmetric)")
     c.add_argument("-o", "--out", required=True, help="table to write")
     c.add_argument("-m", "--method", default="kl", help=f"one of: {', '.join(method_names())} (default kl)")
     c.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter, e.g. percentile=99.9")
@@ -266,6 +438,39 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("states", nargs="+", metavar="STATE")
     m.add_argument("-o", "--out", required=True)
     m.set_defaults(func=cmd_merge)
+
+    k = sub.add_parser("check", help="run a float ONNX model in float and in int8 with a table, compare accuracy")
+    k.add_argument("--model", required=True, metavar="M.onnx", help="float ONNX model")
+    k.add_argument("--table", required=True, help="calibration table of the model's activations")
+    k.add_argument("--data", required=True, metavar="D.npz", help="model inputs (named after them) and labels")
+    k.add_argument("--labels", metavar="KEY", help="array of integer labels in --data")
+    k.add_argument("--rounding", default="tflite", choices=ROUNDINGS, help="requantization semantics (default tflite)")
+    k.add_argument("--json", action="store_true", help="machine-readable report")
+    k.set_defaults(func=cmd_check)
+
+    st = sub.add_parser("stream", parents=[writer], help="calibrate from a device on a serial link (firmware_interface)")
+    st.add_argument("--port", required=True, metavar="URL",
+                    help="serial port or pyserial URL: /dev/ttyACM0, /dev/serial/by-id/..., socket://host:port, rfc2217://...")
+    st.add_argument("-o", "--out", help="table to write (not needed with --list)")
+    st.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600; USB-CDC ignores it)")
+    stop_at = st.add_mutually_exclusive_group()
+    stop_at.add_argument("--samples", type=int, metavar="N", help="stop after N complete samples")
+    stop_at.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    st.add_argument("--state", help="resume from and checkpoint to this state file")
+    st.add_argument("--tensors", metavar="A,B", help="stream only these tensors (default: all)")
+    st.add_argument("--list", action="store_true", help="print the device's tensor table and exit")
+    st.add_argument("--push", action="store_true", help="send the finished table (.ecal) to the device")
+    st.add_argument("-m", "--method", default="kl", help=f"one of: {', '.join(method_names())} (default kl)")
+    st.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter")
+    st.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
+    st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="handshake timeout (default 5)")
+    st.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
+                    help="how long to wait for a vanished device (default 30)")
+    st.add_argument("--max-loss", type=float, default=1.0, metavar="PERCENT",
+                    help="warn when more tensors than this are lost (default 1)")
+    st.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
+    st.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    st.set_defaults(func=cmd_stream)
 
     d = sub.add_parser("demo", help="calibrate the bundled sample and compare methods")
     d.add_argument("-o", "--out", default="edgecal-demo", help="folder for the tables (default ./edgecal-demo)")

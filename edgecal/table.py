@@ -25,7 +25,9 @@ from ._version import __version__
 from .errors import InputError
 
 SCHEMA = 1
-SCHEMES = {"symmetric": ("int8", -127, 127)}  # scheme -> (dtype, qmin, qmax)
+# scheme -> (dtype, qmin, qmax). "tflite": TFLite's asymmetric int8 activations, real = scale * (q - zero_point);
+# Calibrator.compute(scheme="tflite") gives never-negative tensors zero point -128 and scale amax / 255.
+SCHEMES = {"symmetric": ("int8", -127, 127), "tflite": ("int8", -128, 127)}
 FLAGS = ("all_zero", "constant", "nonfinite", "fallback")
 ALL_ZERO_AMAX = 1.0  # any scale represents an all-zero tensor exactly; 1/127 is the documented choice
 
@@ -89,6 +91,29 @@ class TensorCalibration:
         amax = float(amax)
         return cls(name=name, amax=amax, scale=amax / 127.0, zero_point=0, dtype="int8", scheme="symmetric", **fields)
 
+    @classmethod
+    def unsigned(cls, name: str, amax: float, **fields: Any) -> TensorCalibration:
+        """TFLite-scheme entry of a never-negative tensor: zero point -128, scale = amax / 255 (256 levels on [0, amax])."""
+        amax = float(amax)
+        return cls(name=name, amax=amax, scale=amax / 255.0, zero_point=-128, dtype="int8", scheme="tflite", **fields)
+
+    def as_symmetric(self) -> TensorCalibration:
+        """This entry for formats that hold only symmetric int8 scales.
+
+        Rule: a ``tflite`` entry becomes the symmetric entry whose amax is the largest
+        |real value| it represents, ``max(|qmin - zp|, |qmax - zp|) * scale`` (for a
+        never-negative tensor with zero point -128 that is its amax: the range is kept,
+        the resolution halves). Symmetric entries are returned unchanged; other schemes
+        raise `InputError`.
+        """
+        if self.scheme == "symmetric":
+            return self
+        if self.scheme != "tflite":
+            raise InputError(f"tensor {self.name!r}: scheme {self.scheme!r} has no conversion to symmetric int8")
+        amax = max(abs(self.qmin - self.zero_point), abs(self.qmax - self.zero_point)) * self.scale
+        return TensorCalibration.symmetric(self.name, amax, method=self.method, params=self.params, stats=self.stats,
+                                           flags=self.flags)
+
     @property
     def qmin(self) -> int:
         return SCHEMES[self.scheme][1]
@@ -131,6 +156,7 @@ class CalibrationTable(Mapping[str, TensorCalibration]):
         model_hash: str | None = None,
         created: str | None = None,
         edgecal_version: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         self._entries: dict[str, TensorCalibration] = {}
         for entry in entries:
@@ -140,6 +166,9 @@ class CalibrationTable(Mapping[str, TensorCalibration]):
         self.model_hash = model_hash
         self.created = created or utc_now()
         self.edgecal_version = edgecal_version or __version__
+        # Optional JSON-able facts about where the data came from (e.g. serial-link loss counters
+        # under "link"); empty by default, and then absent from meta() and from every file.
+        self.provenance: dict[str, Any] = dict(provenance or {})
 
     def __getitem__(self, name: str) -> TensorCalibration:
         try:
@@ -163,13 +192,16 @@ class CalibrationTable(Mapping[str, TensorCalibration]):
         return f"CalibrationTable({len(self)} tensors, created={self.created!r}, model_hash={self.model_hash!r})"
 
     def meta(self) -> dict[str, Any]:
-        """Table-level metadata."""
-        return {
+        """Table-level metadata (``provenance`` only when there is some)."""
+        meta: dict[str, Any] = {
             "schema": self.SCHEMA,
             "edgecal_version": self.edgecal_version,
             "model_hash": self.model_hash,
             "created": self.created,
         }
+        if self.provenance:
+            meta["provenance"] = self.provenance
+        return meta
 
     def replace_meta(self, **meta: Any) -> CalibrationTable:
         """A copy with some metadata fields changed."""

@@ -22,6 +22,10 @@ e. ONNX Runtime's HistogramCollector (entropy), PyTorch's HistogramObserver and 
    ModelOpt's HistogramCalibrator on the same batches, when they are installed
    (`pip install -e '.[bench]'`; `pip install torch==2.13.0` for the torch one, and
    `pip install nvidia-modelopt requests huggingface_hub` on top for ModelOpt).
+f. int8 reference kernels: conv 2D and fully connected MAC/s (edgecal.reference) beside numpy
+   float32 on the same shapes.
+g. serial link: host decode throughput of edgecal.link (COBS, CRC-32, checks, tensor
+   reassembly) in MB/s of wire bytes (goal: >= 20 MB/s; 3 Mbaud carries 0.3 MB/s).
 
 Progress goes to stderr; the tables go to stdout.
 """
@@ -486,6 +490,8 @@ def print_report(res: dict) -> None:
     print_jit(res["jit"])
     print_rss(res["rss"])
     print_others(res["others"], res["skipped"])
+    print_int8(res["int8"])
+    print_link(res["link"])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
 
@@ -557,6 +563,126 @@ def print_others(rows: list[dict], skipped: dict) -> None:
         print(f"skipped {label}: {why}")
 
 
+# -- int8 reference kernels ---------------------------------------------------------------
+INT8_SHAPES = {  # name: (kind, x shape, w shape); conv is NHWC x OHWI, SAME padding, stride 1
+    "conv 32x32x32 -> 64, 3x3": ("conv", (1, 32, 32, 32), (64, 3, 3, 32)),
+    "conv 16x16x64 -> 128, 3x3": ("conv", (1, 16, 16, 64), (128, 3, 3, 64)),
+    "fc 64 x 1024 -> 1024": ("fc", (64, 1024), (1024, 1024)),
+    "fc 1 x 1024 -> 1024": ("fc", (1, 1024), (1024, 1024)),
+}
+
+
+def bench_int8(cfg: dict) -> list[dict]:
+    """MAC/s of edgecal.reference conv2d / fully_connected (int8, tflite rounding, per-channel) beside numpy
+    float32 on the same shapes (conv as sliding windows + einsum, fc as x @ w.T)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from edgecal import reference as ref
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, (kind, xs, ws) in INT8_SHAPES.items():
+        x, w = rng.integers(-128, 128, xs).astype(np.int8), rng.integers(-127, 128, ws).astype(np.int8)
+        rq = ref.op_multipliers("conv", 0.05, np.full(ws[0], 0.01), 0.5)
+        bias = rng.integers(-1000, 1000, ws[0]).astype(np.int32)
+        xf, wf = x.astype(np.float32), w.astype(np.float32)
+        if kind == "conv":
+            macs = xs[1] * xs[2] * ws[0] * ws[1] * ws[2] * ws[3]
+            int8 = functools.partial(ref.conv2d, x, w, bias, rq, in_zp=3, padding="SAME")
+
+            def f32(xf=xf, wf=wf):
+                cols = sliding_window_view(np.pad(xf, ((0, 0), (1, 1), (1, 1), (0, 0))), (3, 3), axis=(1, 2))
+                return np.einsum("nyxcij,oijc->nyxo", cols, wf, optimize=True)
+        else:
+            macs = xs[0] * ws[0] * ws[1]
+            int8 = functools.partial(ref.fully_connected, x, w, bias, rq, in_zp=3)
+            f32 = functools.partial(np.matmul, xf, np.ascontiguousarray(wf.T))
+        log(f"int8 {label}")
+        t_int8, t_f32 = best_time(int8, 2 * cfg["repeats"]), best_time(f32, 2 * cfg["repeats"])
+        rows.append({"shape": label, "macs": macs, "int8_s": t_int8, "f32_s": t_f32,
+                     "int8_gmacs": macs / t_int8 / 1e9, "f32_gmacs": macs / t_f32 / 1e9})
+    return rows
+
+
+def print_int8(rows: list[dict]) -> None:
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset: all cores, noisy on a busy machine")
+    print("\n[f] int8 reference kernels (edgecal.reference: one thread, exact TFLite semantics) beside numpy float32"
+          f" on the same shapes (OPENBLAS_NUM_THREADS={threads})")
+    print(f"{'shape':<28}{'MACs':>8}{'int8 ms':>10}{'int8 GMAC/s':>13}{'f32 ms':>9}{'f32 GMAC/s':>12}{'f32/int8':>10}")
+    for r in rows:
+        print(f"{r['shape']:<28}{fmt_count(r['macs']):>8}{r['int8_s'] * 1e3:>10.2f}{r['int8_gmacs']:>13.2f}"
+              f"{r['f32_s'] * 1e3:>9.2f}{r['f32_gmacs']:>12.2f}{r['f32_gmacs'] / r['int8_gmacs']:>9.1f}x")
+
+
+# -- g. serial link decode ---------------------------------------------------------------
+LINK_GOAL_MBS = 20.0
+LINK_3MBAUD_MBS = 0.3  # 3 Mbaud 8N1
+
+
+def _link_wire(kind: str, samples: int, max_payload: int) -> bytes:
+    """The bytes a device sends for `samples` samples of one 64 KiB float32 tensor (edgecal.link codec)."""
+    from edgecal.link.frames import F_LAST, SAMPLE_END, TENSOR_CHUNK, encode_frame
+
+    rng = np.random.default_rng(7)
+    parts, seq, nbytes = [], 0, 64 * 1024
+    for s in range(samples):
+        x = rng.standard_normal(nbytes // 4).astype(np.float32)
+        data = (np.maximum(x, 0) if kind == "relu" else x).tobytes()  # relu: half the values are 0.0
+        for off in range(0, nbytes, max_payload):
+            flags = F_LAST if off + max_payload >= nbytes else 0
+            parts.append(encode_frame(TENSOR_CHUNK, data[off : off + max_payload], seq=seq, sample_id=s, offset=off,
+                                      total=nbytes, flags=flags))
+            seq += 1
+        parts.append(encode_frame(SAMPLE_END, b"\x01\x00", seq=seq, sample_id=s))
+        seq += 1
+    return b"".join(parts)
+
+
+def bench_link_decode(cfg: dict) -> list[dict]:
+    """Host decode throughput: FrameDecoder + SampleAssembler over 64 KiB reads (no port I/O)."""
+    from edgecal.link.assembler import SampleAssembler, SeqTracker
+    from edgecal.link.decoder import FrameDecoder
+    from edgecal.link.frames import SAMPLE_END, TensorInfo
+
+    samples = 200 if cfg["mode"] == "full" else 40
+    rows = []
+    for kind in ("gaussian", "relu"):
+        for max_payload in (1024, 4096, 16384):
+            wire = _link_wire(kind, samples, max_payload)
+
+            def decode() -> int:
+                dec, seqs = FrameDecoder(max_payload), SeqTracker()
+                asm = SampleAssembler([TensorInfo(0, "t", 1, (16384,), 65536)], [0])
+                asm.begin_run(0)
+                done = 0
+                for i in range(0, len(wire), 1 << 16):
+                    for f in dec.feed(wire[i : i + (1 << 16)]):
+                        if not seqs.accept(f.seq):
+                            continue
+                        if f.type == SAMPLE_END:
+                            asm.on_sample_end(f)
+                        else:
+                            done += len(asm.on_chunk(f))
+                return done
+
+            assert decode() == samples  # also compiles the COBS kernel
+            t = best_time(decode, cfg["repeats"])
+            rows.append({"data": kind, "max_payload": max_payload, "wire_bytes": len(wire), "seconds": t,
+                         "mb_per_s": len(wire) / t / 1e6, "samples": samples})
+            log(f"link decode {kind} payload {max_payload}: {rows[-1]['mb_per_s']:.1f} MB/s")
+    return rows
+
+
+def print_link(rows: list[dict]) -> None:
+    print(f"\n[g] serial link: host decode (COBS + CRC-32 + checks + tensor reassembly) of {rows[0]['samples']} samples"
+          f" of a 64 KiB float32 tensor, fed in 64 KiB reads, best of several (goal: >= {LINK_GOAL_MBS:g} MB/s;"
+          f" a 3 Mbaud link carries {LINK_3MBAUD_MBS} MB/s)")
+    print(f"{'data':<10}{'max payload':>12}{'wire MB':>9}{'MB/s':>8}{'x 3 Mbaud':>11}  goal")
+    for r in rows:
+        print(f"{r['data']:<10}{r['max_payload']:>12}{r['wire_bytes'] / 1e6:>9.1f}{r['mb_per_s']:>8.1f}"
+              f"{r['mb_per_s'] / LINK_3MBAUD_MBS:>10.0f}x  {verdict(r['mb_per_s'] >= LINK_GOAL_MBS)}")
+
+
 # -- main --------------------------------------------------------------------------------
 def run(cfg: dict) -> dict:
     t0 = time.perf_counter()
@@ -571,10 +697,12 @@ def run(cfg: dict) -> dict:
         res["others"] += bench_others(x, kind, cfg, skipped)
         del x
     res["skipped"] = skipped
+    res["int8"] = bench_int8(cfg)
     log("JIT subprocesses")
     res["jit"] = bench_jit(cfg)
     log("memory subprocess")
     res["rss"] = bench_rss(cfg)
+    res["link"] = bench_link_decode(cfg)
     res["seconds"] = time.perf_counter() - t0
     return res
 

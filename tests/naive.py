@@ -128,3 +128,200 @@ def sqnr_db(x: np.ndarray, amax: float, levels: int = 127) -> float:
     q = np.clip(np.round(x / step), -levels, levels) * step
     err = float(np.sum((x - q) ** 2))
     return math.inf if err == 0 else 10 * math.log10(float(np.sum(x * x)) / err)
+
+
+# -- int8 reference kernels (TFLite reference_integer_ops, gemmlowp, ONNX Runtime MLAS) ----
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def tdiv(a: int, b: int) -> int:
+    """C integer division: truncates toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def round_half_away(v: Fraction) -> int:
+    """C round(): ties away from zero, on an exact rational."""
+    r = math.floor(abs(v) + Fraction(1, 2))
+    return r if v >= 0 else -r
+
+
+def quantize_multiplier(m: float, single_rounding: bool = False) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier on exact rationals: m = q * 2**(shift - 31), q in [2**30, 2**31)."""
+    if m == 0:
+        return 0, 0
+    exact, shift = Fraction(m), 0
+    while exact >= 1:
+        exact, shift = exact / 2, shift + 1
+    while exact < Fraction(1, 2):
+        exact, shift = exact * 2, shift - 1
+    q = round_half_away(exact * 2**31)
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    if single_rounding and shift > 30:
+        return 2**31 - 1, 30
+    return q, shift
+
+
+def saturating_rounding_doubling_high_mul(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul, line by line."""
+    overflow = a == b == INT32_MIN
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    high = tdiv(ab + nudge, 1 << 31)
+    return INT32_MAX if overflow else high
+
+
+def rounding_divide_by_pot(x: int, exponent: int) -> int:
+    """gemmlowp RoundingDivideByPOT: x / 2**exponent rounded half away from zero (exact)."""
+    return round_half_away(Fraction(x, 2**exponent))
+
+
+def multiply_by_quantized_multiplier(x: int, q: int, shift: int, single_rounding: bool = False) -> int:
+    """TFLite MultiplyByQuantizedMultiplier; None where the int32 contract breaks (wrap or overflow)."""
+    if single_rounding:
+        y = math.floor(Fraction(x * q, 2 ** (31 - shift)) + Fraction(1, 2))
+        return y if INT32_MIN <= y <= INT32_MAX else None
+    shifted = x * 2 ** max(shift, 0)
+    if not INT32_MIN <= shifted <= INT32_MAX:
+        return None
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, q), max(-shift, 0))
+
+
+def requantize_one(acc: int, q: int, shift: int, scale32, zp: int, lo: int, hi: int, rounding: str) -> int:
+    """One output: fixed-point MBQM (tflite / tflite-single) or MLAS float32 (onnx), + zp, clamped."""
+    if rounding == "onnx":
+        v = np.float32(np.float32(acc) * np.float32(scale32))
+        y = int(np.rint(np.float64(v))) + zp
+    else:
+        y = multiply_by_quantized_multiplier(acc, q, shift, rounding == "tflite-single")
+        if y is None:
+            return None
+        y += zp
+    return min(max(y, lo), hi)
+
+
+def quantize_value(x, scale, zp: int, rounding: str) -> int:
+    """TFLite AffineQuantize (round(x / scale) half away) or ONNX QuantizeLinear (half even), float32 division."""
+    v = np.float32(np.float32(x) / np.float32(scale))
+    v = min(max(v, np.float32(-128 - zp)), np.float32(127 - zp))  # saturate first: +-inf and huge values
+    r = int(np.rint(np.float64(v))) if rounding == "onnx" else round_half_away(Fraction(float(v)))
+    return min(max(r + zp, -128), 127)
+
+
+def activation_range(kind, scale, zp: int) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized: relu -> [zp, 127], relu6 also caps at quant(6.0)."""
+    def quant(f):
+        return zp + round_half_away(Fraction(float(np.float32(f) / np.float32(scale))))
+    lo, hi = -128, 127
+    if kind in ("relu", "relu6"):
+        lo = max(lo, quant(0.0))
+    if kind == "relu6":
+        hi = min(hi, quant(6.0))
+    return lo, hi
+
+
+def conv2d(x, w, bias, in_zp, rq, out_zp, act, stride, pads, dilation, rounding="tflite"):
+    """TFLite reference_integer_ops::ConvPerChannel (grouped), NHWC x, OHWI w; rq = [(q, shift, scale32)] per oc."""
+    n, ih, iw, ic = x.shape
+    oc_n, kh, kw, fic = w.shape
+    (sh, sw), (dh, dw), (top, left, bottom, right) = stride, dilation, pads
+    oh = (ih + top + bottom - ((kh - 1) * dh + 1)) // sh + 1
+    ow = (iw + left + right - ((kw - 1) * dw + 1)) // sw + 1
+    per_group = oc_n // (ic // fic)
+    out = np.zeros((n, oh, ow, oc_n), np.int64)
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                for oc in range(oc_n):
+                    group = oc // per_group
+                    acc = 0
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            in_y, in_x = oy * sh - top + dh * ky, ox * sw - left + dw * kx
+                            if not (0 <= in_x < iw and 0 <= in_y < ih):
+                                continue
+                            for c in range(fic):
+                                acc += int(w[oc, ky, kx, c]) * (int(x[b, in_y, in_x, c + group * fic]) - in_zp)
+                    acc += int(bias[oc])
+                    q, s, f = rq[oc]
+                    out[b, oy, ox, oc] = requantize_one(acc, q, s, f, out_zp, act[0], act[1], rounding)
+    return out.astype(np.int8)
+
+
+def depthwise_conv2d(x, w, bias, in_zp, rq, out_zp, act, stride, pads, dilation, rounding="tflite"):
+    """TFLite reference_integer_ops::DepthwiseConvPerChannel: w [1, kh, kw, c * dm]."""
+    n, ih, iw, ic = x.shape
+    _, kh, kw, oc_n = w.shape
+    dm = oc_n // ic
+    (sh, sw), (dh, dw), (top, left, bottom, right) = stride, dilation, pads
+    oh = (ih + top + bottom - ((kh - 1) * dh + 1)) // sh + 1
+    ow = (iw + left + right - ((kw - 1) * dw + 1)) // sw + 1
+    out = np.zeros((n, oh, ow, oc_n), np.int64)
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                for c in range(ic):
+                    for m in range(dm):
+                        oc = m + c * dm
+                        acc = 0
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                in_y, in_x = oy * sh - top + dh * ky, ox * sw - left + dw * kx
+                                if 0 <= in_x < iw and 0 <= in_y < ih:
+                                    acc += int(w[0, ky, kx, oc]) * (int(x[b, in_y, in_x, c]) - in_zp)
+                        acc += int(bias[oc])
+                        q, s, f = rq[oc]
+                        out[b, oy, ox, oc] = requantize_one(acc, q, s, f, out_zp, act[0], act[1], rounding)
+    return out.astype(np.int8)
+
+
+def fully_connected(x, w, bias, in_zp, rq, out_zp, act, rounding="tflite"):
+    """TFLite reference_integer_ops::FullyConnected: y[b, n] from sum_k w[n, k] * (x[b, k] - zp)."""
+    out = np.zeros((x.shape[0], w.shape[0]), np.int64)
+    for b in range(x.shape[0]):
+        for n in range(w.shape[0]):
+            acc = sum(int(w[n, k]) * (int(x[b, k]) - in_zp) for k in range(x.shape[1])) + int(bias[n])
+            q, s, f = rq[n if len(rq) > 1 else 0]
+            out[b, n] = requantize_one(acc, q, s, f, out_zp, act[0], act[1], rounding)
+    return out.astype(np.int8)
+
+
+def add(x1, x2, in1, in2, out, act, single_rounding=False):
+    """TFLite int8 Add (add.cc Prepare + reference_integer_ops::AddFunc) on flat arrays."""
+    (s1, z1), (s2, z2), (so, zo) = in1, in2, out
+    s1, s2, so = (float(np.float32(s)) for s in (s1, s2, so))
+    twice_max = 2 * max(s1, s2)
+    q1, sh1 = quantize_multiplier(s1 / twice_max, single_rounding)
+    q2, sh2 = quantize_multiplier(s2 / twice_max, single_rounding)
+    qo, sho = quantize_multiplier(twice_max / ((1 << 20) * so), single_rounding)
+    res = []
+    for a, b in zip(np.ravel(x1), np.ravel(x2)):
+        u1 = multiply_by_quantized_multiplier((int(a) - z1) * (1 << 20), q1, sh1, single_rounding)
+        u2 = multiply_by_quantized_multiplier((int(b) - z2) * (1 << 20), q2, sh2, single_rounding)
+        y = multiply_by_quantized_multiplier(u1 + u2, qo, sho, single_rounding) + zo
+        res.append(min(max(y, act[0]), act[1]))
+    return np.array(res, np.int8).reshape(np.shape(x1))
+
+
+def pool2d(x, kernel, stride, pads, act, average):
+    """TFLite reference_integer_ops::AveragePool / MaxPool (padding excluded; avg rounds half away via C division)."""
+    n, ih, iw, c_n = x.shape
+    (kh, kw), (sh, sw), (top, left, bottom, right) = kernel, stride, pads
+    oh, ow = (ih + top + bottom - kh) // sh + 1, (iw + left + right - kw) // sw + 1
+    out = np.zeros((n, oh, ow, c_n), np.int64)
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                for c in range(c_n):
+                    vals = [int(x[b, iy, ix, c]) for iy in range(oy * sh - top, oy * sh - top + kh)
+                            for ix in range(ox * sw - left, ox * sw - left + kw) if 0 <= iy < ih and 0 <= ix < iw]
+                    if average:
+                        acc, cnt = sum(vals), len(vals)
+                        v = tdiv(acc + cnt // 2, cnt) if acc > 0 else tdiv(acc - cnt // 2, cnt)
+                    else:
+                        v = max(vals)
+                    out[b, oy, ox, c] = min(max(v, act[0]), act[1])
+    return out.astype(np.int8)

@@ -22,8 +22,8 @@ float64 scale: scale = q * 2^shift with q in [0.5, 1) (``frexp``), multiplier =
 q * 2^31 rounded half away from zero, and if that rounds up to 2^31 it is halved
 and shift incremented. Multipliers lie in [2^30, 2^31 - 1]. edgecal does not clamp
 the shift, so scales below 2^-32 or of 2^31 and more give shifts outside the
-[-31, 30] that TFLite's fixed-point kernels accept. Only symmetric int8 entries
-can be written, and a table needs at least one tensor (C has no empty arrays).
+[-31, 30] that TFLite's fixed-point kernels accept. Symmetric and ``tflite`` int8
+entries can be written (the latter with their zero points), and a table needs at least one tensor (C has no empty arrays).
 
 >>> quantize_multiplier(0.02)
 (1374389535, -5)
@@ -100,8 +100,8 @@ def _check(table: CalibrationTable, prefix: object) -> None:
     if not len(table):
         raise InputError("C header of an empty table: expected at least one tensor (C has no empty arrays)")
     for entry in table.values():
-        if entry.scheme != "symmetric":
-            raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; C headers hold symmetric int8 only")
+        if entry.scheme not in ("symmetric", "tflite"):  # both are real = scale * (q - zero_point)
+            raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; C headers hold symmetric or tflite int8")
         if "\0" in entry.name:
             raise InputError(f"tensor {entry.name!r}: name contains NUL, which a C string cannot hold")
 
@@ -140,7 +140,7 @@ def write_c(table: CalibrationTable, *, prefix: str = "edgecal") -> bytes:
     ------
     InputError
         If ``prefix`` is not a C identifier, the table is empty, an entry is not
-        symmetric int8, a name contains NUL, a scale is 0 or infinite in float32, or
+        symmetric or tflite int8, a name contains NUL, a scale is 0 or infinite in float32, or
         the table does not fit ``.ecal`` (whose CRC-32 the header carries).
     """
     _check(table, prefix)

@@ -25,7 +25,8 @@ offset  size  type      field
 
 At offset H: metadata, M bytes of UTF-8 JSON: an object with the keys
 ``created`` (ISO 8601 string), ``edgecal_version`` (string) and ``model_hash``
-(string, or null when unknown). Firmware can skip it.
+(string, or null when unknown), and optionally ``provenance`` (an object, e.g. the
+serial link's loss counters; absent when the table has none). Firmware can skip it.
 
 At offset H + M: N entries, one after another. Offsets inside an entry, with K the
 name length read at offset 22:
@@ -37,7 +38,8 @@ offset  size  type      field
 2       4     f32       scale, rounded to float32 (finite and > 0)
 6       4     i32       zero point
 10      1     u8        dtype code: 1 = int8, 2 = uint8
-11      1     u8        scheme code: 1 = symmetric
+11      1     u8        scheme code: 1 = symmetric, 2 = tflite
+                        (asymmetric int8, real = scale * (q - zero point))
 12      2     u16       flags: bit 0 (1) all_zero, bit 1 (2) constant,
                         bit 2 (4) nonfinite, bit 3 (8) fallback; others 0
 14      8     f64       amax, the threshold
@@ -98,7 +100,7 @@ from .registry import Format, register_format
 MAGIC = b"ECAL"
 VERSION = 1
 DTYPE_CODES = {"int8": 1, "uint8": 2}
-SCHEME_CODES = {"symmetric": 1}
+SCHEME_CODES = {"symmetric": 1, "tflite": 2}
 FLAG_BITS = {"all_zero": 1, "constant": 2, "nonfinite": 4, "fallback": 8}
 
 _HEADER = struct.Struct("<4sHHII")  # magic, version, header size, entry count, metadata length
@@ -172,6 +174,8 @@ def write_ecal(table: CalibrationTable) -> bytes:
         If an entry does not fit the format (see Limits above); the message names the tensor.
     """
     meta = {"created": table.created, "edgecal_version": table.edgecal_version, "model_hash": table.model_hash}
+    if table.provenance:  # optional key: tables without provenance encode exactly as before
+        meta["provenance"] = table.provenance
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     body = _HEADER.pack(MAGIC, VERSION, _HEADER.size, len(table), len(meta_bytes)) + meta_bytes
     body += b"".join(_encode_entry(e) for e in table.values())
@@ -193,6 +197,10 @@ def _read_meta(data: bytes, start: int, size: int, end: int) -> dict[str, Any]:
     texts = (fields["created"], fields["edgecal_version"])
     if not all(isinstance(v, str) and v for v in texts) or not isinstance(fields["model_hash"], (str, type(None))):
         raise StateError(f".ecal metadata {fields}: expected non-empty strings (model_hash may be null)")
+    if meta.get("provenance") is not None:
+        if not isinstance(meta["provenance"], dict):
+            raise StateError(f".ecal metadata provenance is {type(meta['provenance']).__name__}; expected an object")
+        fields["provenance"] = meta["provenance"]
     return fields
 
 

@@ -45,7 +45,8 @@ def doc_to_table(doc: Any) -> CalibrationTable:
     try:
         entries = [TensorCalibration.from_dict(d) for d in doc["tensors"]]
         return CalibrationTable(
-            entries, model_hash=doc["model_hash"], created=doc["created"], edgecal_version=doc["edgecal_version"]
+            entries, model_hash=doc["model_hash"], created=doc["created"], edgecal_version=doc["edgecal_version"],
+            provenance=doc.get("provenance"),
         )
     except (KeyError, TypeError, InputError) as err:
         raise StateError(f"table JSON is malformed: {err}") from err

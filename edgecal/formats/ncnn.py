@@ -15,7 +15,8 @@ writer raises `InputError`, or with option ``skip_unsupported=True`` it leaves t
 tensor out and logs a warning (ncnn keeps a layer without a line in fp32).
 
 Weight scales (the ``<layer>_param_0`` lines ncnn2table also writes) are not part
-of an edgecal table; only symmetric int8 entries can be written.
+of an edgecal table; only symmetric int8 entries can be written (``tflite``-scheme
+entries are converted by `TensorCalibration.as_symmetric`: amax kept, zero point dropped).
 
 >>> from edgecal.table import CalibrationTable, TensorCalibration
 >>> t = CalibrationTable([TensorCalibration.symmetric("conv1", 2.54), TensorCalibration.symmetric("fc", 1.0)])
@@ -47,6 +48,7 @@ def _unsupported(name: str) -> str | None:
 
 
 def _line(entry: TensorCalibration) -> str:
+    entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
     if entry.scheme != "symmetric":
         raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; ncnn tables hold symmetric int8 only")
     value = float32(127.0 / entry.amax, "ncnn scale 127/amax", entry.name)

@@ -15,7 +15,8 @@ tensor whose negative side dominates; edgecal stores the entry's amax. edgecal s
 the dict by the UTF-8 bytes of the key, as the ``(key)`` attribute requires for
 binary search (ONNX Runtime's writer leaves it in descending order; the provider
 only iterates, and the reader here accepts any order). Only symmetric int8 entries
-can be written.
+can be written; ``tflite``-scheme entries are converted by
+`TensorCalibration.as_symmetric` (amax kept, zero point dropped).
 
 The buffer is encoded here without the ``flatbuffers`` package, front to back (all
 integers little-endian, every object 4-byte aligned, uoffsets pointing forward)::
@@ -71,6 +72,7 @@ def write_ort(table: CalibrationTable) -> bytes:
     """
     pairs = []
     for entry in table.values():
+        entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
         if entry.scheme != "symmetric":
             raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; ORT tables hold symmetric int8 only")
         pairs.append((entry.name.encode(), repr(float(entry.amax)).encode()))

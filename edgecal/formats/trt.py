@@ -12,7 +12,8 @@ dynamic range as scale * 127.
 Writing: every tensor gets its amax / 127, including all-zero tensors (edgecal's
 amax 1.0 for them is written as ``3c010204``, not TensorRT's own ``0``, because
 some readers cannot parse the short form). Only symmetric int8 entries can be
-written. Options: ``trt_version`` (digits, default ``"8601"``) and ``algorithm``
+written; ``tflite``-scheme entries are converted by `TensorCalibration.as_symmetric`
+(amax kept, zero point dropped). Options: ``trt_version`` (digits, default ``"8601"``) and ``algorithm``
 (default ``"EntropyCalibration2"``).
 
 Reading is tolerant of what real caches contain:
@@ -76,6 +77,7 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
         )
     lines = [f"TRT-{trt_version}-{algorithm}"]
     for entry in table.values():
+        entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
         if entry.scheme != "symmetric":
             raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; TensorRT caches hold symmetric int8")
         lines.append(f"{entry.name}: {scale_hex(entry.amax, entry.name)}")
