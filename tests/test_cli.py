@@ -14,7 +14,7 @@ import pytest
 
 from edgecal import Calibrator, CalibrationTable, __version__
 from edgecal.calibrator import DEFAULT_BINS
-from edgecal import cli
+from edgecal.cli import files as cli_files
 from edgecal.cli import main
 
 
@@ -95,7 +95,7 @@ def test_state_resumes_skips_consumed_files_and_matches_one_run(acts, tmp_path, 
 def test_interrupt_keeps_consistent_state_and_no_table(acts, tmp_path, monkeypatch, capsys):
     folder, parts = acts
     state, out = tmp_path / "s.ecst", tmp_path / "t.json"
-    real = cli._read_file
+    real = cli_files._read_file
     calls = []
 
     def flaky(path, key, bins):
@@ -104,13 +104,13 @@ def test_interrupt_keeps_consistent_state_and_no_table(acts, tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(path, key, bins)
 
-    monkeypatch.setattr(cli, "_read_file", flaky)
+    monkeypatch.setattr(cli_files, "_read_file", flaky)
     assert run("calibrate", folder, "-o", out, "--state", state) == 130
     assert not out.exists()
     assert "1 new files kept in" in capsys.readouterr().err
     saved = Calibrator.load_state(state)
     assert len(saved.consumed) == 1 and saved.samples("conv") == 1
-    monkeypatch.setattr(cli, "_read_file", real)
+    monkeypatch.setattr(cli_files, "_read_file", real)
     assert run("calibrate", folder, "-o", out, "--state", state) == 0
     assert entries(CalibrationTable.load(out)) == entries(reference_table(parts))
 

@@ -1,0 +1,104 @@
+"""Pieces every edgecal subcommand shares: progress line, KEY=VALUE arguments, tables of text."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..calibrator import DEFAULT_BINS, Calibrator
+from ..errors import InputError
+from ..formats import Format, detect_format, get_format
+from ..methods import Method, get_method
+
+class Progress:
+    """One self-overwriting status line on stderr, only on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def update(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or now - self._last >= 0.2):
+            self._last = now
+            sys.stderr.write(f"\r\x1b[K{text}")
+            sys.stderr.flush()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def key_values(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` arguments; values parse as JSON numbers/booleans, else stay strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{what} {item!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def mb(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+class Terminated(Exception):
+    """SIGTERM arrived; handled like Ctrl-C."""
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def db(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.1f} dB"
+
+
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def open_state(state: str | None, bins: int | None) -> Calibrator:
+    if state and Path(state).exists():
+        cal = Calibrator.load_state(state)
+        if bins is not None and bins != cal.bins:
+            raise InputError(f"--bins {bins} differs from the {cal.bins} bins of {state}; omit --bins to resume")
+        return cal
+    return Calibrator(bins or DEFAULT_BINS)
+
+
+def output_spec(args: Any) -> tuple[Method, dict[str, Any], Format, dict[str, Any]]:
+    """Method, its parameters, the output format and its options, all checked before any work."""
+    method = get_method(args.method)
+    params = method.resolve(key_values(args.param, "--param"))
+    out_format = get_format(args.format) if args.format else detect_format(args.out)
+    options = key_values(args.option, "--option")
+    out_format.check_options(options)
+    return method, params, out_format, options

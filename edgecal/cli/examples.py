@@ -1,0 +1,105 @@
+"""`demo` and `check`: the bundled examples, and what a table costs a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..formats import load_table
+from ..reference.requant import ROUNDINGS
+from .common import db, fmt, pct, print_rows
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import METHODS, run_demo
+
+    report = run_demo(Path(args.out))
+    print("edgecal demo: bundled activations streamed one sample at a time, thresholds per method\n")
+    rows = [("tensor", "values", *[f"amax {m}" for m in METHODS], "scale kl", "clipped kl",
+             *[f"SQNR {m}" for m in METHODS])]
+    for r in report.rows:
+        rows.append((r.name, str(r.values), *[f"{r.amax[m]:.4g}" for m in METHODS], f"{r.scale:.4g}",
+                     f"{100 * r.clipped['kl']:.3f}%", *[db(r.sqnr[m]) for m in METHODS]))
+    print_rows(rows)
+    print(f"\nkl table written in every format to {args.out}/:")
+    for name, path in report.written.items():
+        print(f"  {name:<5} {path}")
+    _print_digits_demo()
+    from ..link.demo_stage import run_serial_stage
+
+    print("\n" + "\n".join(run_serial_stage().lines()))
+    return 0
+
+
+def _print_digits_demo() -> None:
+    from ..model import MissingExtraError
+    from ..model.digits import run_digits_demo
+
+    try:
+        demo = run_digits_demo()
+    except MissingExtraError as err:
+        print(f"\ndigits CNN check skipped: {err}")
+        return
+    print(f"\ndigits CNN (bundled ONNX, scikit-learn digits): calibrated from its own activations on "
+          f"{demo.calib_samples} images, scheme {demo.scheme}; top-1 on {demo.eval_samples} held-out images\n")
+    rows = [("method", "float top-1", "int8 top-1", "change", "agreement", "worst SQNR", "median SQNR")]
+    for method, r in demo.reports.items():
+        worst = r.worst(1)[0]
+        median = statistics.median(t.sqnr_db for t in r.tensors)
+        rows.append((method, pct(r.float_accuracy), pct(r.int8_accuracy),
+                     f"{100 * (r.int8_accuracy - r.float_accuracy):+.2f} pt", pct(r.top1_agreement),
+                     f"{db(worst.sqnr_db)} ({worst.name})", db(median)))
+    print_rows(rows)
+    names = [t.name for t in next(iter(demo.reports.values())).tensors]
+    print("\nper-tensor SQNR of the int8 model against float:\n")
+    rows = [("tensor", *demo.reports)]
+    for i, name in enumerate(names):
+        rows.append((name, *[db(r.tensors[i].sqnr_db) for r in demo.reports.values()]))
+    print_rows(rows)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..model import check_model, load_graph
+    from ..model.activations import feeds_from, load_arrays
+
+    graph = load_graph(args.model)
+    table = load_table(args.table)
+    arrays = load_arrays(args.data)
+    labels = None
+    if args.labels is not None:
+        if args.labels not in arrays:
+            raise InputError(f"{args.data}: no array {args.labels!r} for --labels; it holds {', '.join(sorted(arrays))}")
+        labels = arrays.pop(args.labels)
+    report = check_model(graph, table, feeds_from(graph, arrays, args.data), labels, args.rounding)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        return 0
+    print(f"edgecal check: {args.model} with {args.table}, {report.samples} samples, rounding {report.rounding}")
+    if report.float_accuracy is not None:
+        change = 100 * (report.int8_accuracy - report.float_accuracy)
+        print(f"top-1 accuracy: float {pct(report.float_accuracy)}, int8 {pct(report.int8_accuracy)} ({change:+.2f} points)")
+    print(f"top-1 agreement float vs int8: {pct(report.top1_agreement)}\n")
+    rows = [("tensor", "op", "scale", "zp", "SQNR")]
+    for t in report.tensors:
+        rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db)))
+    print_rows(rows)
+    print("\nworst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst()))
+    return 0
+
+
+def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
+    k = sub.add_parser("check", help="run a float ONNX model in float and in int8 with a table, compare accuracy")
+    k.add_argument("--model", required=True, metavar="M.onnx", help="float ONNX model")
+    k.add_argument("--table", required=True, help="calibration table of the model's activations")
+    k.add_argument("--data", required=True, metavar="D.npz", help="model inputs (named after them) and labels")
+    k.add_argument("--labels", metavar="KEY", help="array of integer labels in --data")
+    k.add_argument("--rounding", default="tflite", choices=ROUNDINGS, help="requantization semantics (default tflite)")
+    k.add_argument("--json", action="store_true", help="machine-readable report")
+    k.set_defaults(func=cmd_check)
+    d = sub.add_parser("demo", help="calibrate the bundled sample and compare methods")
+    d.add_argument("-o", "--out", default="edgecal-demo", help="folder for the tables (default ./edgecal-demo)")
+    d.set_defaults(func=cmd_demo)

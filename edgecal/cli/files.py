@@ -1,0 +1,170 @@
+"""`calibrate`, `export`, `show` and `merge`: tables and states from files."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..calibrator import DEFAULT_BINS, Calibrator
+from ..errors import InputError
+from ..formats import detect_format, load_table
+from ..inputs import arrays_in, expand_inputs, input_key
+from ..methods import method_names
+from ..table import SCHEMES, CalibrationTable
+from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    method, params, out_format, options = output_spec(args)
+    if args.scheme not in SCHEMES:
+        raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
+    read, files = _calibrate_sources(args)
+    cal = open_state(args.state, args.bins)
+    progress = Progress(not args.quiet)
+    total = sum(f.stat().st_size for f in files)
+    done_bytes, used, skipped = 0, 0, 0
+    last_checkpoint = time.monotonic()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        for n, path in enumerate(files, 1):
+            key = input_key(path)
+            if key in cal.consumed:
+                skipped += 1
+            else:
+                cal.merge(read(path, key, cal.bins))
+                used += 1
+            done_bytes += path.stat().st_size
+            rate = done_bytes / max(progress.elapsed(), 1e-9)
+            progress.update(f"edgecal: {n}/{len(files)} files, {mb(done_bytes)} of {mb(total)}, {mb(rate)}/s")
+            if args.state and time.monotonic() - last_checkpoint >= args.checkpoint_every:
+                cal.save_state(args.state)
+                last_checkpoint = time.monotonic()
+    except (KeyboardInterrupt, Terminated):
+        progress.done()
+        if args.state:
+            cal.save_state(args.state)
+            print(f"edgecal: interrupted; {used} new files kept in {args.state}, run again to resume", file=sys.stderr)
+        else:
+            print("edgecal: interrupted; nothing written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    progress.done()
+    if args.state:
+        cal.save_state(args.state)
+    table = cal.compute(method.name, scheme=args.scheme, **params)
+    table.save(args.out, format=out_format.name, **options)
+    note = f", {skipped} already in {args.state}" if skipped else ""
+    print(f"calibrated {len(table)} tensors from {used} files{note} with {method.name} -> {args.out} ({out_format.name})")
+    return 0
+
+
+def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path]]:
+    """(reader, files): activation files, or the activations of --model on the model inputs in --inputs."""
+    if args.model is None:
+        if args.model_inputs or not args.inputs:
+            raise InputError("expected activation files or folders, or --model M.onnx with --inputs DIR")
+        return _read_file, expand_inputs(args.inputs)
+    if args.inputs or not args.model_inputs:
+        raise InputError("--model reads its input batches from --inputs DIR; expected no positional INPUT")
+    from ..model import calibrate_file, load_graph
+
+    return functools.partial(calibrate_file, load_graph(args.model)), expand_inputs(args.model_inputs)
+
+
+def _read_file(path: Path, key: str, bins: int) -> Calibrator:
+    """Every array of one file in a fresh calibrator, so a bad file leaves no trace."""
+    part = Calibrator(bins)
+    for array in arrays_in(path):
+        part.observe_chunks(array.name, array.chunks())
+    part.consumed.add(key)
+    return part
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    table = load_table(args.table, args.input_format)
+    table.save(args.out, format=args.format, **key_values(args.option, "--option"))
+    print(f"wrote {len(table)} tensors to {args.out} ({args.format or detect_format(args.out).name})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
+    if head == Calibrator._MAGIC:
+        _show_state(path, Calibrator.load_state(path))
+    else:
+        _show_table(path, load_table(path))
+    return 0
+
+
+def _show_table(path: Path, table: CalibrationTable) -> None:
+    print(f"{path}: table of {len(table)} tensors, schema {table.SCHEMA}, edgecal {table.edgecal_version}, "
+          f"created {table.created}, model {table.model_hash or '-'}")
+    rows = [("tensor", "dtype", "amax", "scale", "zp", "method", "values", "nonfinite", "flags")]
+    for e in table.values():
+        rows.append((e.name, e.dtype, fmt(e.amax), fmt(e.scale), str(e.zero_point), e.method,
+                     str(e.stats.count), str(e.stats.nonfinite), ",".join(e.flags) or "-"))
+    print_rows(rows)
+
+
+def _show_state(path: Path, cal: Calibrator) -> None:
+    print(f"{path}: state of {len(cal.names())} tensors, {cal.bins} bins, {len(cal.consumed)} inputs consumed, "
+          f"model {cal.model_hash or '-'}")
+    rows = [("tensor", "arrays", "values", "zeros", "nonfinite", "min", "max", "range")]
+    for name in cal.names():
+        s, h = cal.stats(name), cal.histogram(name)
+        rows.append((name, str(s.samples), str(s.count), str(s.zeros), str(s.nonfinite),
+                     fmt(s.min), fmt(s.max), fmt(h.range)))
+    print_rows(rows)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    states = [Calibrator.load_state(p) for p in args.states]
+    merged = states[0]
+    for other in states[1:]:
+        merged.merge(other)
+    merged.save_state(args.out)
+    print(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
+    return 0
+
+
+def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
+    c = sub.add_parser("calibrate", parents=[writer], help="calibrate .npy/.npz files or folders into a table")
+    c.add_argument("inputs", nargs="*", metavar="INPUT", help=".npy (one tensor), .npz (one per key) or a folder")
+    c.add_argument("--model", metavar="M.onnx", help="calibrate every activation of this float ONNX model (needs onnx)")
+    c.add_argument("--inputs", dest="model_inputs", action="append", metavar="DIR",
+                   help="with --model: .npy/.npz model input batches (arrays named after the model inputs)")
+    c.add_argument("--scheme", default="symmetric", help=f"one of: {', '.join(SCHEMES)} (default symmetric)")
+    c.add_argument("-o", "--out", required=True, help="table to write")
+    c.add_argument("-m", "--method", default="kl", help=f"one of: {', '.join(method_names())} (default kl)")
+    c.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter, e.g. percentile=99.9")
+    c.add_argument("--state", help="resume from and checkpoint to this state file")
+    c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
+    c.set_defaults(func=cmd_calibrate)
+
+    e = sub.add_parser("export", parents=[writer], help="convert a table to another format")
+    e.add_argument("table")
+    e.add_argument("-o", "--out", required=True)
+    e.add_argument("--input-format", help="format of TABLE (default: detected)")
+    e.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("show", help="summarise a table or a state file")
+    s.add_argument("path", metavar="TABLE|STATE")
+    s.set_defaults(func=cmd_show)
+
+    m = sub.add_parser("merge", help="merge state files (exact)")
+    m.add_argument("states", nargs="+", metavar="STATE")
+    m.add_argument("-o", "--out", required=True)
+    m.set_defaults(func=cmd_merge)
