@@ -15,7 +15,7 @@ fi
 spec=".${EDGECAL_EXTRAS:+[$EDGECAL_EXTRAS]}"
 stamp=".venv/.edgecal-$(cat pyproject.toml | cksum | cut -d' ' -f1)-${EDGECAL_EXTRAS:-none}"
 if [ ! -f "$stamp" ]; then
-    echo "installing edgecal$spec into .venv" >&2
+    echo "installing edgecal (extras: ${EDGECAL_EXTRAS:-none}) into .venv" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
     rm -f .venv/.edgecal-*
     touch "$stamp"
