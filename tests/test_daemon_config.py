@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from edgecal.daemon.config import ConfigError, Field, key_lines, load_config, parse_config
+from edgecal.config import ConfigError, Field, key_lines, load_config, parse_config
 from edgecal.daemon.notify import Notifier
 
 

@@ -11,7 +11,7 @@ table and the line it is on, before anything starts.
 >>> parse_config('[state]\\npath = 3\\n', schema)
 Traceback (most recent call last):
 ...
-edgecal.daemon.config.ConfigError: line 2: [state] path: expected a string, found 3
+edgecal.config.ConfigError: line 2: [state] path: expected a string, found 3
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from .errors import InputError
 
 REQUIRED = object()
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "a list"}
