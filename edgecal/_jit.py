@@ -22,10 +22,16 @@ log = logging.getLogger("edgecal")
 JIT_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True}
 
 
+_warned: list[str] = []
+
+
 def kernel(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` with edgecal's Numba options (cached when a cache is writable)."""
     try:
         return numba.njit(**JIT_OPTIONS)(fn)
     except RuntimeError as err:  # "cannot cache function ...: no locator available"
-        log.warning("Numba cache unavailable (%s); compiling %s in memory", err, fn.__name__)
+        if not _warned:
+            _warned.append(fn.__name__)
+            log.warning("Numba cache unavailable (%s); compiling in memory: every process pays the JIT time. "
+                        "Set NUMBA_CACHE_DIR to a writable folder", err)
         return numba.njit(**{**JIT_OPTIONS, "cache": False})(fn)

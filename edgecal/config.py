@@ -99,8 +99,17 @@ def check_table(values: Mapping[str, Any], fields: Mapping[str, Field], where: s
     return out
 
 
-def parse_config(text: str, schema: Mapping[str, Mapping[str, Field]]) -> dict[str, Any]:
-    """Check ``text`` against ``schema`` (table name -> fields); arrays of tables are lists."""
+Fields = Mapping[str, Field]
+Schema = Mapping[str, "Fields | Callable[[Mapping[str, Any]], Fields]"]
+
+
+def parse_config(text: str, schema: Schema) -> dict[str, Any]:
+    """Check ``text`` against ``schema`` (table name -> fields); arrays of tables are lists.
+
+    A table whose fields depend on its content (``[[source]]`` tables whose ``kind``
+    decides the other keys) maps to a callable ``entry -> fields`` and must be an
+    array of tables.
+    """
     try:
         raw = _tomllib().loads(text)
     except ValueError as err:  # tomllib.TOMLDecodeError says the line and column itself
@@ -112,16 +121,19 @@ def parse_config(text: str, schema: Mapping[str, Mapping[str, Field]]) -> dict[s
                           f"known tables: {', '.join(sorted(schema))}")
     out: dict[str, Any] = {}
     for table, fields in schema.items():
-        value = raw.get(table, {})
+        value = raw.get(table, [] if callable(fields) else {})
+        if callable(fields) and not isinstance(value, list):
+            raise ConfigError(f"line {lines.get((table, 0, ''), '?')}: [{table}] must be an array of tables: write [[{table}]]")
         if isinstance(value, list):
-            out[table] = [check_table(v, fields, f"[[{table}]] #{i + 1}", lambda k, i=i, t=table: lines.get((t, i, k)))
+            out[table] = [check_table(v, fields(v) if callable(fields) else fields, f"[[{table}]] #{i + 1}",
+                                      lambda k, i=i, t=table: lines.get((t, i, k)))
                           for i, v in enumerate(value)]
         else:
             out[table] = check_table(value, fields, f"[{table}]", lambda k, t=table: lines.get((t, 0, k)))
     return out
 
 
-def load_config(path: str | Path, schema: Mapping[str, Mapping[str, Field]]) -> dict[str, Any]:
+def load_config(path: str | Path, schema: Schema) -> dict[str, Any]:
     """`parse_config` of a file; errors start with the file name."""
     try:
         text = Path(path).read_text(encoding="utf-8")
