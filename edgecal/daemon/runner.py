@@ -32,7 +32,7 @@ class SourceRunner(threading.Thread):
         self.first_backoff = first_backoff
         self.halt = threading.Event()
         self.exhausted = False
-        self.counts = {"samples": 0, "dropped_queue_full": 0, "reopens": 0, "errors": 0}
+        self.counts = {"delivered": 0, "dropped_queue_full": 0, "restarts": 0, "errors": 0}
         self._lock = threading.Lock()
 
     def stop(self) -> None:
@@ -70,7 +70,7 @@ class SourceRunner(threading.Thread):
                 if self.halt.wait(backoff):
                     break
                 backoff = min(2 * backoff, MAX_BACKOFF)
-                self._count("reopens")
+                self._count("restarts")
         self._close()
 
     def _pump(self) -> None:
@@ -78,7 +78,7 @@ class SourceRunner(threading.Thread):
             sample = self.source.read(0.2)
             if sample is None:
                 continue
-            self._count("samples")
+            self._count("delivered")
             if self.source.LIVE:
                 try:
                     self.out.put_nowait((self, sample))

@@ -151,6 +151,8 @@ class Daemon:
 
     # -- data --------------------------------------------------------------------------------
     def _fold(self, runner: SourceRunner, sample: Any) -> None:
+        if self.cal.model_hash is None:
+            self.cal.model_hash = runner.source.model_hash()
         key = runner.source.consumed_key(sample.token) if sample.token is not None else None
         if key is not None and key in self.cal.consumed:
             self.counts["skipped_consumed"] += 1  # already in the checkpoint; only its deletion was lost
@@ -200,7 +202,8 @@ class Daemon:
             except Exception as err:  # keep the keys: a restart must still skip these
                 log.warning("source %s: commit failed (%s); will retry after the next checkpoint", runner.label, err)
                 continue
-            self.cal.consumed -= {key for _, key in items if key is not None}
+            if not runner.source.KEEP_CONSUMED:  # the data is gone from the source: its keys are no longer needed
+                self.cal.consumed -= {key for _, key in items if key is not None}
             del self.pending[runner]
 
     def _emit_due(self, now: float) -> bool:

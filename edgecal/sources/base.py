@@ -58,6 +58,10 @@ class Source(abc.ABC):
     #: True when the producer cannot wait (a device, a socket peer): a full queue drops
     #: whole samples and counts them. False: the reader thread waits (backpressure).
     LIVE: ClassVar[bool] = False
+    #: True when the data behind a committed token stays readable (a model source's input
+    #: files): its `consumed_key` must stay in the state for good. False: `commit` removes
+    #: the data (a spool deletes its files), so the key may be dropped once that is checkpointed.
+    KEEP_CONSUMED: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         self.config = config
@@ -82,6 +86,10 @@ class Source(abc.ABC):
 
     def consumed_key(self, token: Any) -> str | None:
         """A key recorded in the checkpoint so a restart never folds the same data twice."""
+        return None
+
+    def model_hash(self) -> str | None:
+        """The model the samples come from, once `open` succeeded (for the state and table), or None."""
         return None
 
 

@@ -1,0 +1,38 @@
+"""`RunnerSource`: edgecal's own float ONNX runner as an activation source (no ONNX Runtime needed).
+
+The model is read with `edgecal.model.load_graph` (the ``onnx`` extra) and each batch
+runs through `edgecal.model.run_float` in numpy; the sample holds the graph inputs and
+every node output, named as in the model. Only the runner's op subset is accepted
+(`edgecal.model.OPS`); a model with other ops is refused at `RunnerSource.open` with
+the op and the node named. Configuration as `edgecal.sources.model.ModelSource`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..model.float_run import run_float
+from ..model.graph import Graph, load_graph
+from .base import register_source
+from .inputs import ModelInput
+from .model import ModelSource
+
+
+@register_source
+class RunnerSource(ModelSource):
+    """Activations of a float ONNX model computed by edgecal's numpy runner (``kind = "runner"``)."""
+
+    KIND = "runner"
+
+    def _load(self) -> tuple[list[ModelInput], list[str]]:
+        self.graph: Graph = load_graph(self.config["model"])
+        specs = [ModelInput(name, shape, np.dtype(np.float32)) for name, shape in self.graph.inputs]
+        return specs, self.graph.activations()
+
+    def _run(self, feeds: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+        try:
+            values = run_float(self.graph, feeds)
+        except InputError as err:
+            raise InputError(f"{where}: {err}") from None
+        return {name: values[name] for name in self.selected}

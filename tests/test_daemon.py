@@ -1,0 +1,309 @@
+"""`edgecal daemon` as a real process: systemd notifications, signals, crashes, bad configs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecal import Calibrator, CalibrationTable
+from edgecal.daemon.service import Daemon, load_checkpoint
+from edgecal.sources import Sample
+
+CONFIG = """
+[state]
+path = "{state}"
+checkpoint_interval = {interval}
+
+[output]
+path = "{table}"
+method = "{method}"
+every_samples = {every}
+
+[daemon]
+queue_samples = 4
+status_interval = 0.2
+
+[[source]]
+kind = "spool"
+path = "{spool}"
+poll_interval = 0.05
+drain = {drain}
+"""
+
+
+def write_config(tmp: Path, method: str = "kl", every: int = 0, drain: bool = False, interval: float = 0.2) -> Path:
+    (tmp / "spool").mkdir(exist_ok=True)
+    cfg = tmp / "edgecal.toml"
+    cfg.write_text(CONFIG.format(state=tmp / "state.ecst", table=tmp / "table.json", spool=tmp / "spool",
+                                 method=method, every=every, drain=str(drain).lower(), interval=interval))
+    return cfg
+
+
+def drop(spool: Path, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One sample file, written under a temporary name and renamed into place (as applications must)."""
+    arrays = {"conv": np.maximum(rng.standard_normal((4, 8)), 0).astype(np.float32),
+              "fc": rng.laplace(size=16).astype(np.float32)}
+    tmp = spool / f".s{i:05d}.npz"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, spool / f"s{i:05d}.npz")
+    return arrays
+
+
+def direct_table(samples: list[dict[str, np.ndarray]], method: str = "kl") -> CalibrationTable:
+    cal = Calibrator()
+    for s in samples:
+        cal.observe_many(s)
+    return cal.compute(method)
+
+
+def entries(table: CalibrationTable):
+    return [(e.name, e.amax, e.stats.count, e.stats.samples) for e in table.values()]
+
+
+class Notifications:
+    """A NOTIFY_SOCKET, as systemd provides, collecting what the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.path = path
+        self.seen: list[str] = []
+
+    def wait_for(self, text: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")
+            if any(text in m for m in self.seen):
+                return next(m for m in self.seen if text in m)
+            self.sock.settimeout(0.5)
+            try:
+                self.seen.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+        raise AssertionError(f"no notification containing {text!r}; got {self.seen}")
+
+
+def start(cfg: Path, notify: Notifications | None = None, watchdog_usec: int | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if notify:
+        env["NOTIFY_SOCKET"] = str(notify.path)
+    if watchdog_usec:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    return subprocess.Popen([sys.executable, "-m", "edgecal", "daemon", "--config", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def spool_empty(spool: Path) -> bool:
+    return not [p for p in spool.iterdir() if p.suffix == ".npz" and not p.name.startswith(".")]
+
+
+def test_ready_watchdog_status_table_and_clean_stop(tmp_path):
+    cfg = write_config(tmp_path)
+    notify = Notifications(tmp_path / "notify")
+    proc = start(cfg, notify, watchdog_usec=400_000)
+    try:
+        notify.wait_for("READY=1", proc=proc)
+        rng = np.random.default_rng(0)
+        samples = [drop(tmp_path / "spool", i, rng) for i in range(12)]
+        wait_until(lambda: spool_empty(tmp_path / "spool"))  # deleted only once checkpointed
+        notify.wait_for("WATCHDOG=1")
+        assert "samples" in notify.wait_for("STATUS=12 samples")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, proc.stderr.read()
+        assert time.monotonic() - started < 10
+        notify.wait_for("STOPPING=1")
+    finally:
+        proc.kill()
+    table = CalibrationTable.load(tmp_path / "table.json")
+    assert entries(table) == entries(direct_table(samples))
+    assert table.provenance["daemon"]["samples"] == 12
+    assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 12
+
+
+def test_sigusr1_emits_and_sighup_reloads_keeping_histograms(tmp_path):
+    cfg = write_config(tmp_path, method="kl")
+    notify = Notifications(tmp_path / "notify")
+    proc = start(cfg, notify)
+    try:
+        notify.wait_for("READY=1", proc=proc)
+        rng = np.random.default_rng(1)
+        samples = [drop(tmp_path / "spool", i, rng) for i in range(5)]
+        wait_until(lambda: spool_empty(tmp_path / "spool"))
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: (tmp_path / "table.json").exists())
+        assert entries(CalibrationTable.load(tmp_path / "table.json")) == entries(direct_table(samples))
+        write_config(tmp_path, method="minmax")
+        proc.send_signal(signal.SIGHUP)
+        samples += [drop(tmp_path / "spool", 100 + i, rng) for i in range(3)]
+        wait_until(lambda: spool_empty(tmp_path / "spool"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    table = CalibrationTable.load(tmp_path / "table.json")
+    assert {e.method for e in table.values()} == {"minmax"}
+    assert entries(table) == entries(direct_table(samples, "minmax"))  # all 8 samples: histograms survived
+
+
+def test_every_samples_writes_tables_and_exhausted_sources_stop_the_daemon(tmp_path):
+    cfg = write_config(tmp_path, every=3, drain=True)
+    rng = np.random.default_rng(2)
+    samples = [drop(tmp_path / "spool", i, rng) for i in range(7)]
+    proc = start(cfg)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert spool_empty(tmp_path / "spool")
+    table = CalibrationTable.load(tmp_path / "table.json")
+    assert entries(table) == entries(direct_table(samples))
+    assert table.provenance["daemon"]["tables"] >= 2  # after 3 and 6 samples, then on stop
+
+
+def test_kill_9_at_a_random_moment_loses_nothing_from_a_spool(tmp_path):
+    cfg = write_config(tmp_path, interval=0.1)
+    rng = np.random.default_rng(3)
+    samples = []
+    for round_ in range(3):
+        proc = start(cfg)
+        for i in range(8):
+            samples.append(drop(tmp_path / "spool", 8 * round_ + i, rng))
+            time.sleep(random.Random(round_ * 10 + i).uniform(0.0, 0.08))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        state = tmp_path / "state.ecst"
+        if state.exists():  # whatever the moment, the checkpoint is whole and its counts add up
+            cal = Calibrator.load_state(state)
+            for name in cal.names():
+                h = cal.histogram(name)
+                assert int(h.abs_counts().sum()) + h.zeros + h.nans + h.posinf + h.neginf == h.count
+    write_config(tmp_path, drain=True)
+    final = start(cfg)
+    assert final.wait(timeout=120) == 0, final.stderr.read()
+    # every file folded exactly once: spool files are deleted only after their data is checkpointed,
+    # and a file checkpointed but not yet deleted is recognised by its key and skipped
+    assert entries(CalibrationTable.load(tmp_path / "table.json")) == entries(direct_table(samples))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("queue_samples = 4", "queue_samples = 4\nbogus = 1"), r"line 13: \[daemon\] bogus: unknown key"),
+        (lambda t: t.replace("queue_samples = 4", "queue_samples = \"many\""), r"line 12: \[daemon\] queue_samples: expected an integer"),
+        (lambda t: t.replace('kind = "spool"', 'kind = "usb"'), r"\[\[source\]\] #1 kind: unknown 'usb'; known: .*spool"),
+        (lambda t: t.replace('method = "kl"', 'method = "entropy"'), r"\[output\] method: unknown 'entropy'"),
+        (lambda t: t.replace("every_samples = 0", "every_samples = 0\nparams = {bins = 3}"), r"\[output\]: method 'kl' has no parameter 'bins'"),
+        (lambda t: t.replace("drain = false", "drain = false\nport = 3"), r"\[\[source\]\] #1 port: unknown key"),
+    ],
+)
+def test_bad_config_is_one_error_naming_key_and_line_before_anything_starts(tmp_path, edit, message):
+    cfg = write_config(tmp_path)
+    cfg.write_text(edit(cfg.read_text()))
+    done = subprocess.run([sys.executable, "-m", "edgecal", "daemon", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgecal: error: ") and str(cfg) in lines[0], done.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "state.ecst").exists() and not (tmp_path / "table.json").exists()
+
+
+def test_missing_state_folder_is_a_config_error(tmp_path):
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "state.ecst"), str(tmp_path / "nope" / "s.ecst")))
+    done = subprocess.run([sys.executable, "-m", "edgecal", "daemon", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "[state] path: folder" in done.stderr and "does not exist" in done.stderr
+
+
+# -- in-process: full disk, damaged checkpoints -------------------------------------------------
+def test_disk_full_keeps_the_old_files_logs_and_retries(tmp_path, monkeypatch, caplog):
+    cfg = write_config(tmp_path)
+    d = Daemon(cfg)
+    rng = np.random.default_rng(4)
+    drop(tmp_path / "spool", 0, rng)
+    d._start_sources()
+    wait_until(lambda: not d.queue.empty())
+    d._fold(*d.queue.get())
+    assert d._checkpoint() and d._emit()
+    good_state, good_table = (tmp_path / "state.ecst").read_bytes(), (tmp_path / "table.json").read_bytes()
+    d._fold(d.runners[0], Sample({"conv": np.ones(3, np.float32)}))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert not d._checkpoint() and not d._emit()
+    assert (tmp_path / "state.ecst").read_bytes() == good_state
+    assert (tmp_path / "table.json").read_bytes() == good_table
+    assert d.counts["write_errors"] == 2 and "No space left on device" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name] == []
+    assert list((tmp_path / "spool").glob("*.npz")) == []  # the file was deleted after the good checkpoint
+    monkeypatch.undo()
+    assert d._checkpoint() and d._emit()  # space is back: the retry succeeds
+    assert Calibrator.load_state(tmp_path / "state.ecst").stats("conv").count == 32 + 3
+    for r in d.runners:
+        r.stop()
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    path = tmp_path / "state.ecst"
+    old, new = Calibrator(bins=16), Calibrator(bins=16)
+    old.observe("t", np.arange(5.0))
+    new.observe("t", np.arange(9.0))
+    (tmp_path / "state.ecst.prev").write_bytes(old.to_bytes())
+    data = new.to_bytes()
+    for cut in range(0, len(data), 7):
+        path.write_bytes(data[:cut])
+        assert load_checkpoint(path, 16, None) == old
+    for pos in range(len(data)):
+        broken = bytearray(data)
+        broken[pos] ^= 0x40
+        path.write_bytes(bytes(broken))
+        assert load_checkpoint(path, 16, None) == old
+    path.write_bytes(data)
+    assert load_checkpoint(path, 16, None) == new
+    (tmp_path / "state.ecst.prev").write_bytes(b"junk")
+    path.write_bytes(b"junk")
+    assert load_checkpoint(path, 16, "m").names() == [] and "unusable" in caplog.text
+
+
+def test_systemd_units_verify(tmp_path):
+    analyze = "/usr/bin/systemd-analyze"
+    if not os.path.exists(analyze):
+        pytest.skip("systemd-analyze is not installed")
+    exe = Path(sys.executable).with_name("edgecal")
+    units = Path(__file__).resolve().parent.parent / "scripts" / "systemd"
+    for unit in sorted(units.glob("*.service")):
+        text = unit.read_text()
+        assert "/opt/edgecal/venv/bin/edgecal" in text
+        (tmp_path / unit.name).write_text(text.replace("/opt/edgecal/venv/bin/edgecal", str(exe)))
+    for unit in sorted(tmp_path.glob("*.service")):
+        done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert done.returncode == 0, (unit.name, done.stderr)
+    daemon = (units / "edgecal.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "StateDirectory=edgecal", "CacheDirectory=edgecal", "NUMBA_CACHE_DIR="):
+        assert line in daemon
+    boot = (units / "edgecal-boot.service").read_text()
+    for line in ("Type=oneshot", "ConditionPathExists=!", "TimeoutStartSec="):
+        assert line in boot
