@@ -307,3 +307,22 @@ def test_systemd_units_verify(tmp_path):
     boot = (units / "edgecal-boot.service").read_text()
     for line in ("Type=oneshot", "ConditionPathExists=!", "TimeoutStartSec="):
         assert line in boot
+
+
+def test_the_example_config_is_valid(tmp_path):
+    from edgecal.daemon.settings import load_settings
+
+    example = Path(__file__).resolve().parent.parent / "scripts" / "edgecal.toml"
+    text = example.read_text().replace("/var/lib/edgecal", str(tmp_path)).replace("/var/spool/edgecal", str(tmp_path))
+    (tmp_path / "edgecal.toml").write_text(text)
+    s = load_settings(tmp_path / "edgecal.toml")
+    assert s.output["every_seconds"] == 3600.0 and s.sources == [
+        {"kind": "spool", "path": str(tmp_path), "poll_interval": 0.5, "min_age": 0.0, "max_file_bytes": 256 << 20,
+         "max_pending": 10000, "drain": False}]
+    blocks = text.split("\n\n")
+    live = [b for b in blocks if b.startswith("# [[source]]") and ('"socket"' in b or '"serial"' in b)]
+    assert len(live) == 2
+    for block in live:  # the commented socket and serial examples are valid once uncommented
+        text = text.replace(block, "\n".join(line[2:] for line in block.splitlines()))
+    (tmp_path / "edgecal.toml").write_text(text)
+    assert [src["kind"] for src in load_settings(tmp_path / "edgecal.toml").sources] == ["spool", "socket", "serial"]
