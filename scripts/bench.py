@@ -40,6 +40,8 @@ import json
 import math
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,11 +67,11 @@ DISTRIBUTIONS = ("gaussian", "relu", "laplace+outliers")
 FULL = {
     "mode": "full", "values": 32 * MB, "batches": (MB, 16 * 1024), "repeats": 5,
     "kl_bins": (2048, 4096, 8192), "kl_repeats": 50, "naive_repeats": 3, "numpy_repeats": 1,
-    "jit_trials": 3, "rss_bytes": 1 << 30, "rss_tensors": 8, "other_repeats": 2,
+    "jit_trials": 3, "rss_bytes": 1 << 30, "soak_bytes": 1 << 30, "rss_tensors": 8, "other_repeats": 2,
 }
 QUICK = {
     **FULL, "mode": "quick", "values": 4 * MB, "repeats": 3, "kl_repeats": 10,
-    "naive_repeats": 1, "jit_trials": 1, "rss_bytes": 128 * MB, "other_repeats": 1,
+    "naive_repeats": 1, "jit_trials": 1, "rss_bytes": 128 * MB, "soak_bytes": 128 * MB, "other_repeats": 1,
 }
 
 
@@ -492,6 +494,7 @@ def print_report(res: dict) -> None:
     print_others(res["others"], res["skipped"])
     print_int8(res["int8"])
     print_link(res["link"])
+    print_soak(res["soak"])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
 
@@ -683,6 +686,102 @@ def print_link(rows: list[dict]) -> None:
               f"{r['mb_per_s'] / LINK_3MBAUD_MBS:>10.0f}x  {verdict(r['mb_per_s'] >= LINK_GOAL_MBS)}")
 
 
+
+# -- daemon soak ------------------------------------------------------------------------------
+_SOAK_CONFIG = """
+[state]
+path = "{d}/state.ecst"
+checkpoint_interval = 1.0
+[output]
+path = "{d}/table.ecal"
+[daemon]
+queue_samples = 8
+status_interval = 1.0
+[[source]]
+kind = "spool"
+path = "{d}/spool"
+poll_interval = 0.02
+"""
+
+
+def _vm(pid: int) -> dict[str, float]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024.0
+    return out
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read the daemon's pending notifications, as systemd would."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+    sock.setblocking(True)
+
+
+def bench_soak(cfg: dict) -> dict:
+    """Stream cfg['soak_bytes'] of float32 through `edgecal daemon` (spool source) and sample its RSS."""
+    import shutil
+
+    d = Path(tempfile.mkdtemp(prefix="edgecal-soak-"))
+    (d / "spool").mkdir()
+    (d / "edgecal.toml").write_text(_SOAK_CONFIG.format(d=d))
+    exe = Path(sys.executable).with_name("edgecal")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(d / "notify"))
+    notify.settimeout(120)
+    proc = subprocess.Popen([str(exe), "daemon", "--config", str(d / "edgecal.toml")], stderr=subprocess.DEVNULL,
+                            env={**os.environ, "NOTIFY_SOCKET": str(d / "notify")})
+    while b"READY=1" not in notify.recv(4096):  # kernels warm: RSS from here on is the streaming cost
+        pass
+    ready = _vm(proc.pid)
+    rng = np.random.default_rng(0)
+    per_file = 4 * MB  # bytes of float32 per spool file: 4 tensors of 256K values
+    n_files = cfg["soak_bytes"] // per_file
+    marks = {n_files * k // 10: f"{10 * k}%" for k in range(1, 11)}
+    records, t0 = [{"label": "ready", "bytes": 0, **ready}], time.perf_counter()
+    try:
+        for i in range(n_files):
+            while len(list((d / "spool").glob("*.npz"))) >= 16:  # keep the spool (the disk) small
+                time.sleep(0.01)
+            arrays = {f"t{k}": rng.standard_normal(MB // 4, dtype=np.float32) * (k + 1) for k in range(4)}
+            with open(d / "spool" / f".f{i}.npz", "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(d / "spool" / f".f{i}.npz", d / "spool" / f"f{i:06d}.npz")
+            if i + 1 in marks:
+                records.append({"label": marks[i + 1], "bytes": (i + 1) * per_file, **_vm(proc.pid)})
+            _drain(notify)
+        while list((d / "spool").glob("*.npz")):
+            time.sleep(0.05)
+        seconds = time.perf_counter() - t0
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        notify.close()
+        shutil.rmtree(d, ignore_errors=True)
+    growth = records[-1]["VmRSS"] - records[1]["VmRSS"]
+    log(f"soak: {cfg['soak_bytes'] >> 20} MiB in {seconds:.1f} s, RSS {records[1]['VmRSS']:.1f} -> "
+        f"{records[-1]['VmRSS']:.1f} MiB, exit {code}")
+    return {"records": records, "seconds": seconds, "bytes": n_files * per_file, "exit_code": code,
+            "rss_growth_10pct_to_end_MiB": growth}
+
+
+def print_soak(r: dict) -> None:
+    print(f"\n[h] daemon soak: {r['bytes'] >> 20} MiB of float32 through `edgecal daemon` (spool source, 4 MiB "
+          f"files, checkpoint every second) in {r['seconds']:.1f} s ({r['bytes'] / r['seconds'] / 1e6:.0f} MB/s), "
+          f"SIGTERM exit {r['exit_code']}")
+    print(f"{'point':<8}{'data MiB':>10}{'VmRSS MiB':>11}{'VmHWM MiB':>11}")
+    for rec in r["records"]:
+        print(f"{rec['label']:<8}{rec['bytes'] >> 20:>10}{rec['VmRSS']:>11.1f}{rec['VmHWM']:>11.1f}")
+    print(f"RSS growth from 10% to the end: {r['rss_growth_10pct_to_end_MiB']:+.2f} MiB")
+
+
 # -- main --------------------------------------------------------------------------------
 def run(cfg: dict) -> dict:
     t0 = time.perf_counter()
@@ -703,6 +802,8 @@ def run(cfg: dict) -> dict:
     log("memory subprocess")
     res["rss"] = bench_rss(cfg)
     res["link"] = bench_link_decode(cfg)
+    log("daemon soak")
+    res["soak"] = bench_soak(cfg)
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -107,3 +107,11 @@ def test_load_config_names_the_file(tmp_path):
 def test_key_lines_tracks_arrays_of_tables():
     lines = key_lines(GOOD)
     assert lines[("source", 0, "kind")] == 7 and lines[("source", 1, "kind")] == 11 and lines[("state", 0, "path")] == 3
+
+
+def test_a_reader_that_stops_reading_never_blocks_the_sender(notify_socket):
+    path, sock = notify_socket
+    n = Notifier(env={"NOTIFY_SOCKET": path})
+    results = [n.send(status="x" * 512) for _ in range(2000)]  # far more than a socket buffer holds
+    assert results[0] is True and results[-1] is False
+    assert sock.recv(4096).startswith(b"STATUS=xxx")

@@ -45,8 +45,11 @@ class Notifier:
             parts.append("STATUS=" + status.replace("\n", " "))
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)  # a reader that stopped reading must never stall the service
                 sock.sendto("\n".join(parts).encode(), self.address)
             return True
+        except BlockingIOError:
+            return False
         except OSError as err:  # systemd gone or socket not ours: the service must keep running
             log.warning("sd_notify to %s failed: %s", self.address.replace("\0", "@"), err)
             return False
