@@ -32,12 +32,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
         info = src.open()
         progress = Progress(not args.quiet)
         tensors = [t for t in args.tensors.split(",") if t] if args.tensors else None
-        result = StreamSession(
+        session = StreamSession(
             src, cal, tensors=tensors, samples=args.samples, duration=args.duration, stop=stop,
             on_progress=lambda p: progress.update(_stream_line(p)), max_loss=args.max_loss / 100.0,
             checkpoint=(lambda: cal.save_state(args.state)) if args.state else None,
             checkpoint_every=args.checkpoint_every,
-        ).run()
+        )
+        result = session.run()
+        progress.update(_stream_line(session.progress()), force=True)  # the final figures, not a throttled one
         progress.done()
         if args.state:
             cal.save_state(args.state)
