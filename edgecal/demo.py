@@ -10,12 +10,12 @@ reported side by side.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .calibrator import Calibrator
+from .packagedata import load_npz
 from .formats import format_names, get_format
 from .metrics import clipped_fraction, sqnr_db
 from .table import CalibrationTable
@@ -25,9 +25,7 @@ METHODS = ("kl", "minmax", "percentile", "mse")
 
 def load_sample() -> dict[str, np.ndarray]:
     """The bundled activations, by tensor name."""
-    with resources.files("edgecal").joinpath("data/demo_activations.npz").open("rb") as fh:
-        with np.load(fh) as npz:
-            return {k: npz[k] for k in npz.files}
+    return load_npz("demo_activations.npz")
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,6 @@ from link_helpers import NAMES, Device, entries, read_truth, reference, wait_for
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs gcc to build the example device")
 
 
-@pytest.fixture(scope="module")
-def exe(tmp_path_factory):
-    return build("ecal_device", tmp_path_factory.mktemp("device"))
-
-
 @pytest.fixture
 def device(exe, tmp_path):
     started = []

@@ -10,17 +10,12 @@ import numpy as np
 import pytest
 
 from edgecal.errors import InputError
-from edgecal.link.build import build, compiler
+from edgecal.link.build import compiler
 from edgecal.sources import SerialLinkSource, SourceError, SourceExhausted
 
 from link_helpers import NAMES, Device, dump, read_truth
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs gcc to build the example device")
-
-
-@pytest.fixture(scope="module")
-def exe(tmp_path_factory):
-    return build("ecal_device", tmp_path_factory.mktemp("device"))
 
 
 @pytest.fixture

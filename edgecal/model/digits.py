@@ -13,6 +13,7 @@ from importlib import resources
 import numpy as np
 
 from ..calibrator import Calibrator
+from ..packagedata import load_npz
 from .activations import observe_model
 from .check import CheckReport, check_model
 from .graph import Graph, from_onnx, import_onnx
@@ -29,9 +30,7 @@ def load_digits_model() -> Graph:
 
 def load_digits_split() -> dict[str, np.ndarray]:
     """calib_x, calib_y, eval_x, eval_y: images [N, 1, 8, 8] in [0, 1] and their labels."""
-    with resources.files("edgecal").joinpath("data/digits_split.npz").open("rb") as fh:
-        with np.load(fh) as npz:
-            return {k: npz[k] for k in npz.files}
+    return load_npz("digits_split.npz")
 
 
 @dataclass(frozen=True)
