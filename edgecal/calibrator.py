@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, StateError
-from .histogram import StreamingHistogram
+from .histogram import StreamingHistogram, check_bins
 from .methods import get_method
 from .table import ALL_ZERO_AMAX, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
 
@@ -63,8 +63,7 @@ class Calibrator:
     _HEAD = struct.Struct("<4sHHIII")  # magic, schema, reserved, bins, tensors, payload bytes
 
     def __init__(self, bins: int = DEFAULT_BINS, model_hash: str | None = None) -> None:
-        StreamingHistogram(bins)  # validates bins
-        self.bins = int(bins)
+        self.bins = check_bins(bins)
         self.model_hash = model_hash
         self._hists: dict[str, StreamingHistogram] = {}
         self._samples: dict[str, int] = {}

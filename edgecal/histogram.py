@@ -45,6 +45,13 @@ _CONVERT = {
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def check_bins(bins: object) -> int:
+    """``bins`` as an int if it is a power of two in [2, 2**24]; `InputError` otherwise."""
+    if not isinstance(bins, (int, np.integer)) or bins < 2 or bins & (bins - 1) or bins > 1 << _MAX_LOG2_BINS:
+        raise InputError(f"bins must be a power of two in [2, 2**{_MAX_LOG2_BINS}], found {bins!r}")
+    return int(bins)
+
+
 def min_exponent(log2_bins: int) -> int:
     """Smallest lattice exponent: keeps ``bins / R`` a finite float64 (R = 2**e)."""
     return log2_bins - 1022
@@ -128,9 +135,7 @@ class StreamingHistogram:
     _HEAD = struct.Struct("<4sHHIiQQQQQdd")
 
     def __init__(self, bins: int = 2048) -> None:
-        if not isinstance(bins, (int, np.integer)) or bins < 2 or bins & (bins - 1) or bins > 1 << _MAX_LOG2_BINS:
-            raise InputError(f"bins must be a power of two in [2, 2**{_MAX_LOG2_BINS}], found {bins!r}")
-        self._bins = int(bins)
+        self._bins = check_bins(bins)
         self._log2b = self._bins.bit_length() - 1
         self._lanes = np.zeros((_LANES, 2 * self._bins + 1), dtype=np.int64)
         self._special = np.zeros(3, dtype=np.int64)

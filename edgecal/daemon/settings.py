@@ -16,7 +16,8 @@ from typing import Any
 
 from ..calibrator import DEFAULT_BINS
 from ..config import ConfigError, Field, load_config
-from ..errors import EdgecalError
+from ..errors import EdgecalError, InputError
+from ..histogram import check_bins
 from ..formats import detect_format, get_format
 from ..methods import get_method, method_names
 from ..sources import source_class, source_kinds
@@ -32,7 +33,11 @@ def _not_negative(v: float) -> str | None:
 
 
 def _power_of_two(v: int) -> str | None:
-    return None if 2 <= v <= 1 << 24 and v & (v - 1) == 0 else "must be a power of two in [2, 2**24]"
+    try:
+        check_bins(v)
+    except InputError as err:
+        return str(err)
+    return None
 
 
 def _one_of(names: list[str]) -> Any:

@@ -82,34 +82,6 @@ def _conv_acc(x, w, bias, geom, zp, out):
     return -1
 
 
-@kernel
-def _dw_acc(x, w, bias, geom, zp, out):
-    """Depthwise accumulators: output channel ic * dm + m reads input channel ic only."""
-    nb, ih, iw, ic = x.shape
-    _, kh, kw, noc = w.shape
-    _, oh, ow, _ = out.shape
-    dm = noc // ic
-    flat = out.reshape(-1)
-    for b in range(nb):
-        for oy in range(oh):
-            for ox in range(ow):
-                for oc in range(noc):
-                    c = oc // dm
-                    acc = np.int64(0)
-                    for ky in range(kh):
-                        iy = oy * geom[0] - geom[4] + ky * geom[2]
-                        if iy < 0 or iy >= ih:
-                            continue
-                        for kx in range(kw):
-                            ix = ox * geom[1] - geom[5] + kx * geom[3]
-                            if 0 <= ix < iw:
-                                acc += (np.int64(x[b, iy, ix, c]) - zp) * w[0, ky, kx, oc]
-                    idx = ((b * oh + oy) * ow + ox) * noc + oc
-                    if not _finish(acc, bias, oc, flat, idx):
-                        return idx
-    return -1
-
-
 def _int8(a: np.ndarray, what: str, ndim: int) -> np.ndarray:
     arr = np.asarray(a)
     if arr.dtype != np.int8 or arr.ndim != ndim:
@@ -197,5 +169,7 @@ def depthwise_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: 
         raise InputError(f"depthwise: input has {ic} channels, weights {w4.shape}; expected [1, kh, kw, c * multiplier]")
     oh, ow, geom = Window.of((kh, kw), stride, dilation, padding).geom(x4.shape[1], x4.shape[2])
     acc = np.empty((x4.shape[0], oh, ow, noc), np.int64)
-    bad = _dw_acc(x4, w4, _bias(bias, noc), geom, check_zero_point(in_zp, "depthwise input"), acc)
+    # a depthwise conv is the grouped conv with one input channel per group: OHWI weights [noc, kh, kw, 1]
+    grouped = np.ascontiguousarray(w4.transpose(3, 1, 2, 0))
+    bad = _conv_acc(x4, grouped, _bias(bias, noc), geom, check_zero_point(in_zp, "depthwise input"), acc)
     return _finish_op("depthwise", acc, bad, rq, out_zp, act_range)
