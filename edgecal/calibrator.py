@@ -18,6 +18,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import InputError, StateError
 from .histogram import StreamingHistogram, check_bins
-from .methods import get_method
-from .table import ALL_ZERO_AMAX, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
+from .methods import DEFAULT_METHOD, get_method
+from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
 
 log = logging.getLogger("edgecal")
 
@@ -38,6 +39,33 @@ MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or "\n" in name:
         raise InputError(f"tensor name must be a non-empty single-line string, found {name!r}")
+
+
+def _usable(name: str, method: Any, value: float, extreme: float, flags: list[str]) -> float:
+    """``value`` if it is a finite threshold > 0, else ``extreme`` (max |x| of that sign) with a warning."""
+    if math.isfinite(value) and value > 0.0:
+        return float(value)
+    if "fallback" not in flags:
+        flags.append("fallback")
+    log.warning("tensor %r: method %s gave threshold %r; using %r", name, method.name, value, extreme)
+    return extreme
+
+
+def clipped_at_most(hist: StreamingHistogram, lo: float, hi: float, step: float = 0.0) -> int:
+    """An upper bound on the finite values clipped by the grid ``[lo, hi]`` with step ``step``.
+
+    A value is clipped when it lies more than half a step outside the range (closer
+    ones only round to the end level, as values inside do). Every bin reaching past
+    ``hi + step/2`` (or ``lo - step/2``) counts whole; 0 when the range covers min and max.
+    """
+    w = hist.bin_width
+    lo, hi = lo - step / 2.0, hi + step / 2.0
+    over = 0
+    if hist.max is not None and hist.max > hi:
+        over += int(hist.positive_counts()[max(int(math.floor(hi / w)), 0):].sum())
+    if hist.min is not None and hist.min < lo:
+        over += int(hist.negative_counts()[max(int(math.floor(-lo / w)), 0):].sum())
+    return over
 
 
 def _update(name: str, hist: StreamingHistogram, array: Any) -> None:
@@ -147,14 +175,19 @@ class Calibrator:
         h = self.histogram(name)
         return TensorStats(self._samples[name], h.count, h.zeros, h.nans, h.posinf, h.neginf, h.min, h.max)
 
-    def compute(self, method: str = "kl", names: Iterable[str] | None = None, scheme: str = "symmetric",
+    def compute(self, method: str = DEFAULT_METHOD, names: Iterable[str] | None = None, scheme: str = "symmetric",
                 **params: Any) -> CalibrationTable:
-        """One table entry per tensor, thresholds chosen by ``method`` with ``params``.
+        """One table entry per tensor, ranges chosen by ``method`` with ``params``.
 
-        ``scheme="tflite"`` gives tensors that were never negative TFLite's unsigned
-        use of int8: zero point -128 and scale amax / 255, all 256 levels on [0, amax]
-        (``kl`` then searches 256 levels unless ``num_levels`` is given); tensors with
-        negative values stay symmetric.
+        ``scheme="symmetric"``: int8 with zero point 0, threshold ``amax``, scale
+        amax / 127. ``scheme="tflite"``: asymmetric int8 as TFLite and ONNX Runtime
+        quantize activations; each tensor gets a range ``[lo, hi]`` (``lo <= 0 <= hi``)
+        from the method's range fit (see `edgecal.methods.registry`), so a
+        never-negative tensor gets zero point -128 and all 256 levels on [0, amax],
+        and a tensor with a small negative tail a small negative range.
+
+        An entry whose range may leave out more than 1 % of the tensor's finite values
+        is flagged ``clipped_heavy`` and logged as a warning.
         """
         m = get_method(method)
         resolved = m.resolve(params)
@@ -163,19 +196,11 @@ class Calibrator:
         chosen = list(self._hists) if names is None else list(names)
         if not chosen:
             raise InputError("no tensors observed; expected at least one observe() before compute()")
-        default_levels = "num_levels" not in params
-        entries = [self._entry(name, m, resolved, default_levels, scheme == "tflite" and self._never_negative(name))
-                   for name in chosen]
+        entries = [self._entry(name, m, resolved, scheme, "num_levels" not in params) for name in chosen]
         return CalibrationTable(entries, model_hash=self.model_hash)
 
-    def _never_negative(self, name: str) -> bool:
-        h = self.histogram(name)
-        return h.min is not None and h.min >= 0.0
-
-    def _entry(self, name: str, method: Any, params: dict[str, Any], default_levels: bool = False,
-               unsigned: bool = False) -> TensorCalibration:
-        if unsigned and default_levels and method.name == "kl":
-            params = {**params, "num_levels": 256}
+    def _entry(self, name: str, method: Any, params: dict[str, Any], scheme: str,
+               default_levels: bool = False) -> TensorCalibration:
         h = self.histogram(name)
         stats = self.stats(name)
         if h.finite == 0:
@@ -190,6 +215,14 @@ class Calibrator:
                 "tensor %r: %d of %d values are not finite (%d NaN, %d +Inf, %d -Inf); they were excluded",
                 name, stats.nonfinite, h.count, h.nans, h.posinf, h.neginf,
             )
+        if scheme == "tflite":
+            entry = self._asymmetric(name, h, method, params, default_levels, flags)
+        else:
+            entry = self._symmetric(name, h, method, params, flags)
+        return self._check_clipping(h, entry, stats)
+
+    def _symmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
+                   flags: list[str]) -> TensorCalibration:
         if h.amax == 0.0:
             flags.append("all_zero")
             amax = ALL_ZERO_AMAX
@@ -197,17 +230,44 @@ class Calibrator:
             flags.append("constant")
             amax = h.amax
         else:
-            amax = method(h, **params)
-            if not (math.isfinite(amax) and amax > 0.0):
-                flags.append("fallback")
-                log.warning("tensor %r: method %s gave threshold %r; using max |x| = %r", name, method.name, amax, h.amax)
-                amax = h.amax
-        least = MIN_AMAX * (255.0 / 127.0 if unsigned else 1.0)  # scale amax/255 must stay normal too
-        if amax < least:
+            amax = _usable(name, method, method(h, **params), h.amax, flags)
+        if amax < MIN_AMAX:
             flags.append("fallback")
-            amax = least
-        build = TensorCalibration.unsigned if unsigned else TensorCalibration.symmetric
-        return build(name, amax, method=method.name, params=params, stats=stats, flags=tuple(flags))
+            amax = MIN_AMAX
+        return TensorCalibration.symmetric(name, amax, method=method.name, params=params,
+                                           flags=tuple(flags))
+
+    def _asymmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
+                    default_levels: bool, flags: list[str]) -> TensorCalibration:
+        lo_seen, hi_seen = min(h.min or 0.0, 0.0), max(h.max or 0.0, 0.0)
+        if h.amax == 0.0:
+            flags.append("all_zero")
+            lo, hi = 0.0, ALL_ZERO_AMAX
+        elif h.min == h.max:
+            flags.append("constant")
+            lo, hi = lo_seen, hi_seen
+        else:
+            if default_levels and method.name == "kl" and lo_seen == 0.0:
+                params = {**params, "num_levels": 256}  # one sign: all 256 levels on [0, amax]
+            lo, hi = method.fit_range(h, **params)
+            hi = _usable(name, method, hi, hi_seen, flags) if hi_seen > 0.0 else hi
+            lo = -_usable(name, method, -lo, -lo_seen, flags) if lo_seen < 0.0 else lo
+        least = MIN_AMAX * 255.0 / 127.0  # scale (hi - lo) / 255 must stay a normal float32
+        if hi - lo < least:
+            flags.append("fallback")
+            hi = lo + least
+        return TensorCalibration.asymmetric(name, lo, hi, method=method.name, params=params,
+                                            flags=tuple(dict.fromkeys(flags)))
+
+    def _check_clipping(self, h: StreamingHistogram, entry: TensorCalibration, stats: TensorStats) -> TensorCalibration:
+        lo, hi = entry.range
+        clipped = clipped_at_most(h, lo, hi, entry.scale)
+        flags = entry.flags
+        if clipped > CLIPPED_HEAVY * h.finite and "constant" not in flags and "all_zero" not in flags:
+            flags = (*flags, "clipped_heavy")
+            log.warning("tensor %r: the %s range [%.6g, %.6g] may clip up to %d of %d finite values (%.2f %%)",
+                        entry.name, entry.method, lo, hi, clipped, h.finite, 100.0 * clipped / h.finite)
+        return replace(entry, stats=stats, flags=flags)
 
     # -- state -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -25,10 +25,12 @@ from ._version import __version__
 from .errors import InputError
 
 SCHEMA = 1
-# scheme -> (dtype, qmin, qmax). "tflite": TFLite's asymmetric int8 activations, real = scale * (q - zero_point);
-# Calibrator.compute(scheme="tflite") gives never-negative tensors zero point -128 and scale amax / 255.
+# scheme -> (dtype, qmin, qmax). "tflite": asymmetric int8 activations as TFLite and ONNX Runtime use them,
+# real = scale * (q - zero_point) with any zero point in [-128, 127]; Calibrator.compute(scheme="tflite") fits
+# a range [lo, hi] (lo <= 0 <= hi) per tensor: never-negative tensors get zero point -128 and scale amax / 255.
 SCHEMES = {"symmetric": ("int8", -127, 127), "tflite": ("int8", -128, 127)}
-FLAGS = ("all_zero", "constant", "nonfinite", "fallback")
+FLAGS = ("all_zero", "constant", "nonfinite", "fallback", "clipped_heavy")
+CLIPPED_HEAVY = 0.01  # flag an entry whose range may leave out more than this fraction of the finite values
 ALL_ZERO_AMAX = 1.0  # any scale represents an all-zero tensor exactly; 1/127 is the documented choice
 
 
@@ -96,6 +98,27 @@ class TensorCalibration:
         """TFLite-scheme entry of a never-negative tensor: zero point -128, scale = amax / 255 (256 levels on [0, amax])."""
         amax = float(amax)
         return cls(name=name, amax=amax, scale=amax / 255.0, zero_point=-128, dtype="int8", scheme="tflite", **fields)
+
+    @classmethod
+    def asymmetric(cls, name: str, lo: float, hi: float, **fields: Any) -> TensorCalibration:
+        """TFLite-scheme entry covering ``[lo, hi]`` (``lo <= 0 <= hi``, ``lo < hi``) with 256 levels.
+
+        scale = (hi - lo) / 255 and zero point = round(-128 - lo / scale), as TFLite's
+        converter and ONNX Runtime's quantizer compute them (0 is then exact); amax is
+        the largest |real value| the entry represents.
+        """
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise InputError(f"tensor {name!r}: range must be finite with lo < hi, found [{lo!r}, {hi!r}]")
+        scale = (hi - lo) / 255.0
+        zero_point = int(min(max(round(-128.0 - lo / scale), -128), 127))
+        amax = max(128 + zero_point, 127 - zero_point) * scale
+        return cls(name=name, amax=amax, scale=scale, zero_point=zero_point, dtype="int8", scheme="tflite", **fields)
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """The real values the entry represents: ``((qmin - zp) * scale, (qmax - zp) * scale)``."""
+        return (self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale
 
     def as_symmetric(self) -> TensorCalibration:
         """This entry for formats that hold only symmetric int8 scales.
@@ -227,4 +250,5 @@ class CalibrationTable(Mapping[str, TensorCalibration]):
         return load_table(path, format)
 
 
-__all__ = ["CalibrationTable", "TensorCalibration", "TensorStats", "SCHEMES", "FLAGS", "ALL_ZERO_AMAX", "utc_now"]
+__all__ = ["CalibrationTable", "TensorCalibration", "TensorStats", "SCHEMES", "FLAGS", "ALL_ZERO_AMAX", "CLIPPED_HEAVY",
+           "utc_now"]

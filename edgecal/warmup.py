@@ -8,7 +8,7 @@ Where the cache folder is not writable, `edgecal._jit` has already logged a
 warning and compiled in memory: warmup then still works, for this process only.
 
 >>> names = warm_kernels()
->>> "histogram float32" in names and "kl search" in names
+>>> "histogram float32" in names and "method kl" in names and "method mse" in names
 True
 """
 
@@ -21,6 +21,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .calibrator import DEFAULT_BINS, Calibrator
+from .methods import method_names
+from .table import SCHEMES
 
 
 def warm_kernels(bins: int = DEFAULT_BINS) -> list[str]:
@@ -30,10 +32,10 @@ def warm_kernels(bins: int = DEFAULT_BINS) -> list[str]:
     cal.observe("f32", rng.standard_normal(64).astype(np.float32))
     cal.observe("f32", np.array([1e3], np.float32))  # grows the range: the fold kernel
     cal.observe("f64", np.maximum(rng.standard_normal(64), 0.0))
-    for method in ("kl", "mse", "percentile", "minmax"):
-        cal.compute(method)
-    cal.compute("kl", scheme="tflite")
-    return ["histogram float32", "histogram float64", "histogram fold", "kl search", "mse search"]
+    for method in method_names():
+        for scheme in SCHEMES:
+            cal.compute(method, scheme=scheme)
+    return ["histogram float32", "histogram float64", "histogram fold", *(f"method {m}" for m in method_names())]
 
 
 def _warm_link() -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecal import Calibrator
+from edgecal.methods import DEFAULT_METHOD
 
 # The example device's tensor table (firmware_interface/examples/model.c).
 TENSORS = [("input", "<f4", (1, 64)), ("conv1_relu", "<f4", (1, 8, 8, 8)), ("fc1", "<f4", (1, 128)),
@@ -82,7 +83,7 @@ def read_truth(*paths: Path) -> Truth:
     return t
 
 
-def reference(exe: Path, pairs: list[tuple[int, int]], method: str = "kl"):
+def reference(exe: Path, pairs: list[tuple[int, int]], method: str = DEFAULT_METHOD):
     """The table computed directly from exactly these (input, tensor) pairs."""
     cal = Calibrator()
     inputs = sorted({i for i, _ in pairs})

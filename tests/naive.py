@@ -104,21 +104,63 @@ def percentile_amax(counts: np.ndarray, zeros: int, width: float, percentile: fl
     return amax
 
 
-def mse_amax(counts: np.ndarray, width: float, start_bin: int = 128, num_levels: int = 127) -> float:
-    """Right bin edge whose symmetric quantizer gives the smallest squared error on bin centres."""
-    centres = (np.arange(len(counts)) + 0.5) * width
-    best_amax, best = None, math.inf
-    for i in range(min(start_bin, len(counts)), len(counts) + 1):
-        amax = i * width
-        step = amax / num_levels
-        err = 0.0
-        for c, x in zip(counts, centres):
-            if c:
-                q = min(math.floor(x / step + 0.5), num_levels) * step
-                err += c * (x - q) ** 2
-        if err < best:
-            best_amax, best = amax, err
-    return best_amax
+def side_error(counts, top: float, step: float, levels: int) -> float:
+    """Squared error of one sign's piecewise-uniform density on the grid 0, step, .., levels*step.
+
+    Bin j is [j, j+1) in bin units (the last one [n-1, top]) with its count spread
+    evenly. Each bin is cut at every rounding boundary (k + 1/2) * step; on each piece
+    every value goes to one level q, and the integral of (x - q)**2 over the piece is
+    ((b - q)**3 - (a - q)**3) / 3 times the density.
+    """
+    total = 0.0
+    n = len(counts)
+    for j, c in enumerate(counts):
+        if not c:
+            continue
+        a, b = float(j), (top if j == n - 1 else j + 1.0)
+        if b <= a:  # a point mass at a
+            q = min(math.floor(a / step + 0.5), levels) * step
+            total += c * (a - q) ** 2
+            continue
+        density = c / (b - a)
+        cuts = [a] + [(k + 0.5) * step for k in range(levels) if a < (k + 0.5) * step < b] + [b]
+        for lo, hi in zip(cuts, cuts[1:]):
+            q = min(math.floor(((lo + hi) / 2) / step + 0.5), levels) * step
+            total += density * ((hi - q) ** 3 - (lo - q) ** 3) / 3
+    return total
+
+
+def side_error_dense(counts, top: float, step: float, levels: int, points: int = 2000) -> float:
+    """`side_error` by dense midpoint integration: ``points`` values per bin, each rounded and clamped."""
+    total = 0.0
+    n = len(counts)
+    for j, c in enumerate(counts):
+        if not c:
+            continue
+        a, b = float(j), (top if j == n - 1 else j + 1.0)
+        x = a + (np.arange(points) + 0.5) * (b - a) / points
+        q = np.minimum(np.floor(x / step + 0.5), levels) * step
+        total += c * float(np.mean((x - q) ** 2))
+    return total
+
+
+def symmetric_mse_error(pos, ptop, neg, ntop, t: float, levels: int = 127) -> float:
+    """Error of the symmetric grid with threshold t (bin units) over both signs."""
+    return side_error(pos, ptop, t / levels, levels) + side_error(neg, ntop, t / levels, levels)
+
+
+def asymmetric_mse_error(pos, ptop, neg, ntop, step: float, m_pos: int, steps: int = 255) -> float:
+    """Error of the asymmetric grid [-(steps - m_pos) * step, m_pos * step] over both signs."""
+    return side_error(pos, ptop, step, m_pos) + side_error(neg, ntop, step, steps - m_pos)
+
+
+def best_symmetric_mse(pos, ptop, neg, ntop, candidates: int = 2000, levels: int = 127) -> tuple[float, float]:
+    """(threshold, error) minimising `symmetric_mse_error` over evenly spaced thresholds in (0, max]."""
+    top = max(ptop, ntop)
+    errs = [(symmetric_mse_error(pos, ptop, neg, ntop, top * k / candidates, levels), top * k / candidates)
+            for k in range(1, candidates + 1)]
+    e, t = min(errs)
+    return t, e
 
 
 def sqnr_db(x: np.ndarray, amax: float, levels: int = 127) -> float:

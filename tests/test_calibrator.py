@@ -30,11 +30,11 @@ def test_compute_gives_symmetric_int8_entries_with_provenance():
     assert table.model_hash == "abc" and list(table) == ["a", "b"]
 
 
-def test_compute_defaults_to_kl_and_records_parameters():
+def test_compute_defaults_to_mse_and_records_parameters():
     cal = Calibrator()
     cal.observe("t", RNG.laplace(size=50000))
     entry = cal.compute()["t"]
-    assert entry.method == "kl" and entry.params == {"num_levels": 128, "start_bin": 128}
+    assert entry.method == "mse" and entry.params == {"candidates": 512}
     assert 0 < entry.amax < cal.histogram("t").amax  # Laplace tails get clipped
     assert cal.compute("percentile", percentile=99.0)["t"].params == {"percentile": 99.0}
 

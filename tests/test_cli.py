@@ -14,6 +14,7 @@ import pytest
 
 from edgecal import Calibrator, CalibrationTable, __version__
 from edgecal.calibrator import DEFAULT_BINS
+from edgecal.methods import DEFAULT_METHOD
 from edgecal.cli import files as cli_files
 from edgecal.cli import main
 
@@ -37,7 +38,7 @@ def acts(tmp_path):
     return folder, parts
 
 
-def reference_table(parts, method="kl"):
+def reference_table(parts, method=DEFAULT_METHOD):
     cal = Calibrator()
     for conv, fc in parts:
         cal.observe("conv", conv)
@@ -56,7 +57,7 @@ def test_calibrate_folder_streams_every_file_into_one_histogram(acts, tmp_path, 
     table = CalibrationTable.load(out)
     assert entries(table) == entries(reference_table(parts))
     assert table["conv"].stats.samples == 3 and table["conv"].stats.count == 3 * 2 * 4 * 8 * 8
-    assert "calibrated 2 tensors from 3 files with kl" in capsys.readouterr().out
+    assert f"calibrated 2 tensors from 3 files with {DEFAULT_METHOD}" in capsys.readouterr().out
 
 
 def test_npy_inputs_are_named_by_stem_and_method_params_apply(tmp_path):
@@ -130,7 +131,7 @@ def test_export_show_and_merge(acts, tmp_path, capsys):
     assert f"state of 2 tensors, {DEFAULT_BINS} bins, 3 inputs consumed" in shown and "conv" in shown
     assert run("show", tmp_path / "t.json") == 0
     shown = capsys.readouterr().out
-    assert "table of 2 tensors" in shown and "fc" in shown and "kl" in shown
+    assert "table of 2 tensors" in shown and "fc" in shown and DEFAULT_METHOD in shown
 
 
 @pytest.mark.parametrize("fmt", ["json", "ecal", "trt", "ncnn", "ort", "c"])

@@ -359,7 +359,7 @@ DAMAGED_ECAL = {
     "json overruns": (raw_ecal([raw_entry(length=99)]), "overruns the entry"),
     "dtype code": (raw_ecal([raw_entry(dtype=9)]), "dtype code 9"),
     "scheme code": (raw_ecal([raw_entry(scheme=0)]), "scheme code 0"),
-    "flag bits": (raw_ecal([raw_entry(flags=16)]), "flag bits 0x0010"),
+    "flag bits": (raw_ecal([raw_entry(flags=32)]), "flag bits 0x0020"),
     "f32 scale": (raw_ecal([raw_entry(scale32=0.03)]), "is not the exact scale"),
     "name not UTF-8": (raw_ecal([raw_entry(b"\xff")]), "entry 0 is malformed"),
     "info not JSON": (raw_ecal([raw_entry(info=b"[1")]), "entry 0 is malformed"),

@@ -43,13 +43,6 @@ def test_percentile_matches_naive(sample, pct):
     assert get_method("percentile")(h, percentile=pct) == want
 
 
-@pytest.mark.parametrize("sample", sorted(SAMPLES))
-def test_mse_matches_naive(sample):
-    h = hist_of(SAMPLES[sample](np.random.default_rng(6)), bins=128)
-    occupied = h.abs_counts()[: np.flatnonzero(h.abs_counts())[-1] + 1]
-    assert get_method("mse")(h, start_bin=16) == naive.mse_amax(occupied, h.bin_width, start_bin=16)
-
-
 def test_minmax_is_the_exact_largest_magnitude():
     x = np.array([0.3, -7.25, 7.0, np.nan, np.inf], np.float32)
     assert get_method("minmax")(hist_of(x)) == 7.25

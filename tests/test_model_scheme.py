@@ -27,7 +27,14 @@ def test_tflite_scheme_gives_never_negative_tensors_256_levels():
     assert relu.amax == kl_search(h.occupied_abs_counts(), 256, 128) * h.bin_width
     assert (relu.scheme, relu.zero_point, relu.scale, relu.params["num_levels"]) == ("tflite", -128, relu.amax / 255, 256)
     assert (relu.qmin, relu.qmax) == (-128, 127)
-    assert signed == cal.compute("kl")["signed"]  # signed tensors stay symmetric, 128 levels
+    # signed tensors: kl runs on each sign (128 levels each) and the range [lo, hi] gets 256 levels
+    hs = cal.histogram("signed")
+    nz_pos, nz_neg = np.flatnonzero(hs.positive_counts()), np.flatnonzero(hs.negative_counts())
+    hi = kl_search(hs.positive_counts()[: nz_pos[-1] + 1], 128, 128) * hs.bin_width
+    lo = -kl_search(hs.negative_counts()[: nz_neg[-1] + 1], 128, 128) * hs.bin_width
+    assert signed == TensorCalibration.asymmetric("signed", lo, hi, method="kl", params=signed.params,
+                                                  stats=signed.stats, flags=signed.flags)
+    assert signed.range[0] == pytest.approx(lo, abs=signed.scale) and signed.range[1] == pytest.approx(hi, abs=signed.scale)
     assert (t["zeros"].amax, t["zeros"].zero_point, t["zeros"].flags) == (1.0, -128, ("all_zero",))
     explicit = cal.compute("kl", scheme="tflite", num_levels=128)["relu"]
     assert explicit.params["num_levels"] == 128 and explicit.amax == kl_search(h.occupied_abs_counts(), 128) * h.bin_width
@@ -50,7 +57,7 @@ def test_tflite_tables_round_trip_and_convert_by_the_stated_rule():
     assert ncnn.write_ncnn(t).decode().splitlines()[0] == f"relu {np.float32(127 / relu.as_symmetric().amax):.9g}"
     header = cheader.write_c(t).decode()
     zps = header.split("int32_t edgecal_zero_points[EDGECAL_NUM_TENSORS] = {")[1].split("};")[0].split()
-    assert zps == ["-128,", "0,", "-128,"]
+    assert zps == [f"{e.zero_point}," for e in t.values()] and zps[0] == zps[2] == "-128,"
     odd = TensorCalibration("x", amax=2.0, scale=2.0 / 255, zero_point=-100, scheme="tflite")
     assert odd.as_symmetric().amax == pytest.approx(227 * 2.0 / 255)  # max(|-128 + 100|, |127 + 100|) steps
     with pytest.raises(InputError, match="zero point in \\[-128, 127\\]"):

@@ -14,7 +14,7 @@ from ..calibrator import DEFAULT_BINS, Calibrator
 from ..errors import InputError
 from ..formats import detect_format, load_table
 from ..inputs import arrays_in, expand_inputs, input_key
-from ..methods import method_names
+from ..methods import DEFAULT_METHOD, method_names
 from ..table import SCHEMES, CalibrationTable
 from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
 
@@ -146,7 +146,8 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
                    help="with --model: .npy/.npz model input batches (arrays named after the model inputs)")
     c.add_argument("--scheme", default="symmetric", help=f"one of: {', '.join(SCHEMES)} (default symmetric)")
     c.add_argument("-o", "--out", required=True, help="table to write")
-    c.add_argument("-m", "--method", default="kl", help=f"one of: {', '.join(method_names())} (default kl)")
+    c.add_argument("-m", "--method", default=DEFAULT_METHOD,
+                   help=f"one of: {', '.join(method_names())} (default {DEFAULT_METHOD})")
     c.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter, e.g. percentile=99.9")
     c.add_argument("--state", help="resume from and checkpoint to this state file")
     c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..calibrator import DEFAULT_BINS
 from ..errors import InputError
-from ..methods import method_names
+from ..methods import DEFAULT_METHOD, method_names
 from ..table import CalibrationTable
 from .common import Progress, mb, open_state, output_spec, print_rows
 
@@ -108,7 +108,8 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     st.add_argument("--tensors", metavar="A,B", help="stream only these tensors (default: all)")
     st.add_argument("--list", action="store_true", help="print the device's tensor table and exit")
     st.add_argument("--push", action="store_true", help="send the finished table (.ecal) to the device")
-    st.add_argument("-m", "--method", default="kl", help=f"one of: {', '.join(method_names())} (default kl)")
+    st.add_argument("-m", "--method", default=DEFAULT_METHOD,
+                   help=f"one of: {', '.join(method_names())} (default {DEFAULT_METHOD})")
     st.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter")
     st.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
     st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="handshake timeout (default 5)")

@@ -39,9 +39,11 @@ offset  size  type      field
 6       4     i32       zero point
 10      1     u8        dtype code: 1 = int8, 2 = uint8
 11      1     u8        scheme code: 1 = symmetric, 2 = tflite
-                        (asymmetric int8, real = scale * (q - zero point))
+                        (asymmetric int8, real = scale * (q - zero point),
+                        any zero point in [-128, 127])
 12      2     u16       flags: bit 0 (1) all_zero, bit 1 (2) constant,
-                        bit 2 (4) nonfinite, bit 3 (8) fallback; others 0
+                        bit 2 (4) nonfinite, bit 3 (8) fallback,
+                        bit 4 (16) clipped_heavy; others 0
 14      8     f64       amax, the threshold
 22      1     u8        name length K in bytes, 1..255
 23      K     bytes     tensor name, UTF-8, no NUL terminator
@@ -101,7 +103,7 @@ MAGIC = b"ECAL"
 VERSION = 1
 DTYPE_CODES = {"int8": 1, "uint8": 2}
 SCHEME_CODES = {"symmetric": 1, "tflite": 2}
-FLAG_BITS = {"all_zero": 1, "constant": 2, "nonfinite": 4, "fallback": 8}
+FLAG_BITS = {"all_zero": 1, "constant": 2, "nonfinite": 4, "fallback": 8, "clipped_heavy": 16}
 
 _HEADER = struct.Struct("<4sHHII")  # magic, version, header size, entry count, metadata length
 _FIXED = struct.Struct("<HfiBBHdB")  # length, f32 scale, zero point, dtype, scheme, flags, amax, name length

@@ -2,6 +2,6 @@
 
 from . import basic, kl, mse  # noqa: F401  (registration)
 from .kl import kl_divergences, kl_search
-from .registry import Method, get_method, method_names, register
+from .registry import DEFAULT_METHOD, Method, get_method, method_names, register
 
-__all__ = ["Method", "get_method", "method_names", "register", "kl_search", "kl_divergences"]
+__all__ = ["DEFAULT_METHOD", "Method", "get_method", "method_names", "register", "kl_search", "kl_divergences"]

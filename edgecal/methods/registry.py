@@ -1,7 +1,13 @@
 """The registry of calibration methods: name -> pure function of a histogram.
 
 A method takes a `StreamingHistogram` (with at least one non-zero finite value) and
-keyword parameters, and returns the clipping threshold ``amax > 0``.
+keyword parameters, and returns the clipping threshold ``amax > 0`` of the symmetric
+int8 grid. For the asymmetric scheme (TFLite / ONNX Runtime activations: 256 levels
+and a zero point) a method returns a range ``(lo, hi)`` with ``lo <= 0 <= hi``:
+either from its own ``fit`` function (registered beside it), or, for methods that
+only know thresholds, by running the method on each sign of the tensor separately
+(``hi`` from the positive values, ``lo`` from the negative ones; a sign with no
+values gets 0).
 """
 
 from __future__ import annotations
@@ -10,44 +16,115 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import InputError, UnknownNameError
 from ..histogram import StreamingHistogram
 
 MethodFn = Callable[..., float]
+FitFn = Callable[..., "tuple[float, float]"]
+
+# The method a table gets when none is named; chosen on real models (README, "Accuracy on real models").
+DEFAULT_METHOD = "mse"
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its function and the defaults of its parameters."""
+    """A registered method: its function, the defaults of its parameters, and its range fit if any."""
 
     name: str
     fn: MethodFn
     defaults: dict[str, Any]
     summary: str
+    fit: FitFn | None = None
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Defaults overlaid with ``params``; an unknown parameter is an error."""
+        """Defaults overlaid with ``params``; an unknown parameter or one of the wrong type is an error."""
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             accepted = ", ".join(sorted(self.defaults)) or "none"
             raise InputError(f"method {self.name!r} has no parameter {unknown[0]!r}; accepted: {accepted}")
+        for key, value in params.items():
+            _check_type(self.name, key, value, self.defaults[key])
         return {**self.defaults, **params}
 
     def __call__(self, hist: StreamingHistogram, **params: Any) -> float:
         return float(self.fn(hist, **self.resolve(params)))
 
+    def fit_range(self, hist: StreamingHistogram, **params: Any) -> tuple[float, float]:
+        """``(lo, hi)`` for the asymmetric scheme, ``lo <= 0 <= hi``."""
+        resolved = self.resolve(params)
+        if self.fit is not None:
+            lo, hi = self.fit(hist, **resolved)
+            return min(float(lo), 0.0), max(float(hi), 0.0)
+        hi = float(self.fn(SignView(hist, positive=True), **resolved)) if (hist.max or 0.0) > 0.0 else 0.0
+        lo = -float(self.fn(SignView(hist, positive=False), **resolved)) if (hist.min or 0.0) < 0.0 else 0.0
+        return min(lo, 0.0), max(hi, 0.0)
+
+
+def _check_type(method: str, key: str, value: Any, default: Any) -> None:
+    """A parameter must have its default's kind: bool for bool, int for int, a real number for float."""
+    if isinstance(default, bool):
+        ok = isinstance(value, (bool, np.bool_))
+    elif isinstance(default, int):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    else:
+        ok = True
+    if not ok:
+        raise InputError(f"method {method!r} parameter {key!r} must be {type(default).__name__}, "
+                         f"found {type(value).__name__} {value!r}")
+
+
+class SignView:
+    """The values of one sign of a histogram, as a method sees a histogram of |x|.
+
+    ``zeros`` are the tensor's exact zeros (they belong to both signs), ``amax`` the
+    sign's extreme magnitude.
+    """
+
+    def __init__(self, hist: StreamingHistogram, positive: bool) -> None:
+        self._hist = hist
+        self._positive = positive
+        self.bins = hist.bins
+        self.bin_width = hist.bin_width
+        self.zeros = hist.zeros
+        extreme = hist.max if positive else hist.min
+        self.amax = abs(extreme) if extreme is not None and (extreme > 0) == positive and extreme != 0 else 0.0
+        self.min = 0.0
+        self.max = self.amax
+
+    def abs_counts(self) -> np.ndarray:
+        return self._hist.positive_counts() if self._positive else self._hist.negative_counts()
+
+    def occupied_abs_counts(self) -> np.ndarray:
+        counts = self.abs_counts()
+        nonzero = np.flatnonzero(counts)
+        return counts[: nonzero[-1] + 1] if nonzero.size else counts[:0]
+
+    def positive_counts(self) -> np.ndarray:
+        return self.abs_counts()
+
+    def negative_counts(self) -> np.ndarray:
+        return np.zeros(self.bins, dtype=np.int64)
+
 
 _METHODS: dict[str, Method] = {}
 
 
-def register(name: str) -> Callable[[MethodFn], MethodFn]:
-    """Decorator: register ``fn(hist, **params) -> amax`` under ``name``."""
+def register(name: str, fit: FitFn | None = None) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: register ``fn(hist, **params) -> amax`` under ``name``.
+
+    ``fit(hist, **params) -> (lo, hi)``, when given, is the method's own range for
+    the asymmetric scheme; it takes the same parameters as ``fn``.
+    """
 
     def deco(fn: MethodFn) -> MethodFn:
         sig = inspect.signature(fn)
         defaults = {k: p.default for k, p in list(sig.parameters.items())[1:]}
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, fn, defaults, summary)
+        _METHODS[name] = Method(name, fn, defaults, summary, fit)
         return fn
 
     return deco
