@@ -1,0 +1,262 @@
+"""What an int8 model made by ONNX Runtime costs: float and int8 side by side in ONNX Runtime.
+
+`check_onnx` runs a float ONNX model and its QDQ int8 twin (e.g. from
+`edgecal.model.ort_quant.quantize_onnx`) on the same batches and reports top-1
+agreement and output SQNR, accuracy against labels when given, and the SQNR of every
+quantized activation, worst first (see `check_onnx` for what exactly is compared).
+SQNR is ``10 log10(sum f**2 / sum (f - q)**2)`` in dB over all batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .check import TensorReport, sqnr_from_sums
+from .ort_quant import error_line, import_ort
+
+
+@dataclass(frozen=True)
+class OutputReport:
+    """One graph output: top-1 agreement over its last axis (None if not classification-like) and SQNR."""
+
+    name: str
+    top1_agreement: float | None
+    sqnr_db: float
+
+
+@dataclass(frozen=True)
+class OnnxCheckReport:
+    """Float versus int8 in ONNX Runtime on one set of batches (see `check_onnx`).
+
+    ``output`` is the output accuracy and ``top1_agreement`` are measured on (the first
+    classification-like one), ``output_sqnr_db`` its SQNR; ``tensors`` are worst first.
+    """
+
+    samples: int
+    output: str
+    runtime: str
+    float_accuracy: float | None
+    int8_accuracy: float | None
+    top1_agreement: float | None
+    output_sqnr_db: float
+    outputs: list[OutputReport]
+    tensors: list[TensorReport]
+
+    def worst(self, n: int = 3) -> list[TensorReport]:
+        """The ``n`` tensors of lowest SQNR."""
+        return self.tensors[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (an infinite SQNR becomes the string "inf" or "-inf")."""
+        def db(x: float) -> float | str:
+            return x if np.isfinite(x) else str(x)
+
+        return {
+            "samples": self.samples, "output": self.output, "runtime": self.runtime,
+            "float_accuracy": self.float_accuracy, "int8_accuracy": self.int8_accuracy,
+            "top1_agreement": self.top1_agreement, "output_sqnr_db": db(self.output_sqnr_db),
+            "outputs": [{"name": o.name, "top1_agreement": o.top1_agreement, "sqnr_db": db(o.sqnr_db)}
+                        for o in self.outputs],
+            "tensors": [{"name": t.name, "op": t.op, "scale": t.scale, "zero_point": t.zero_point,
+                         "sqnr_db": db(t.sqnr_db)} for t in self.tensors],
+            "worst": [t.name for t in self.worst()],
+        }
+
+
+class _Sums:
+    """sum f**2 and sum (f - q)**2 of one tensor over every batch, top-1 matches for outputs."""
+
+    def __init__(self) -> None:
+        self.signal, self.err, self.agree, self.rows, self.samples = 0.0, 0.0, 0, 0, 0
+
+    def add(self, f: np.ndarray, q: np.ndarray, where: str) -> None:
+        if f.shape != q.shape:
+            raise InputError(f"{where}: int8 shape {q.shape} differs from float shape {f.shape}; expected equal")
+        f64 = f.astype(np.float64)
+        self.samples += int(f.shape[0]) if f.ndim else 1
+        self.signal += float(np.sum(f64 * f64))
+        self.err += float(np.sum((f64 - q.astype(np.float64)) ** 2))
+        if _classes(f):
+            self.agree += int(np.sum(f.argmax(-1) == q.argmax(-1)))
+            self.rows += f.size // f.shape[-1]
+
+    def sqnr(self) -> float:
+        return sqnr_from_sums(self.signal, self.err)
+
+
+def _classes(x: np.ndarray) -> bool:
+    """Classification-like: scores over a last axis of more than one class."""
+    return x.ndim >= 2 and x.shape[-1] > 1
+
+
+def _load(onnx: Any, path: str | os.PathLike[str]) -> Any:
+    try:
+        return onnx.load(str(path))
+    except Exception as err:  # protobuf raises its own DecodeError types
+        raise InputError(f"{path}: not a readable ONNX model ({error_line(err)})") from err
+
+
+def _session(ort: Any, model: Any, path: Any, optimize: bool) -> Any:
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT's exceptions derive from Exception only
+        raise InputError(f"{path}: ONNX Runtime cannot load the model ({error_line(err)})") from err
+
+
+def _with_outputs(model: Any, names: Iterable[str]) -> Any:
+    """A copy of ``model`` that also returns ``names`` (ORT infers their types)."""
+    out = type(model)()
+    out.CopyFrom(model)
+    present = {o.name for o in out.graph.output} | {i.name for i in out.graph.input}
+    for name in names:
+        if name not in present:
+            out.graph.output.add().name = name
+            present.add(name)
+    return out
+
+
+def _activation_pairs(model: Any, float_names: set[str]) -> dict[str, tuple[str, float, int]]:
+    """Original tensor name -> (its DequantizeLinear output, scale, zero point) in a QDQ model.
+
+    A pair is a QuantizeLinear of a non-constant tensor feeding a DequantizeLinear; the
+    original name is the QuantizeLinear input, or the DequantizeLinear output when ORT
+    renamed the producer's output (a graph output keeps its name on the DequantizeLinear).
+    """
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    pairs: dict[str, tuple[str, float, int]] = {}
+    for dq in g.node:
+        q = producer.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+            continue
+        name = next((c for c in (q.input[0], dq.output[0]) if c in float_names), None)
+        if name is not None and name not in pairs:
+            scale = inits.get(q.input[1], np.array(np.nan))
+            zp = inits.get(q.input[2], np.array(0)) if len(q.input) > 2 else np.array(0)
+            pairs[name] = (dq.output[0], float(np.ravel(scale)[0]), int(np.ravel(zp)[0]))
+    return pairs
+
+
+def _run(session: Any, names: list[str], feeds: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    try:
+        return dict(zip(names, session.run(names, dict(feeds))))
+    except Exception as err:  # ORT's exceptions derive from Exception only
+        raise InputError(f"{where}: ONNX Runtime refused the batch ({error_line(err)})") from err
+
+
+def _float_names(onnx: Any, model: Any) -> set[str]:
+    """Graph inputs and node outputs shape inference calls float (or cannot tell)."""
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # inference is a help here, not a requirement
+        g = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.value_info, *g.output)}
+    names = [i.name for i in g.input] + [o for n in g.node for o in n.output]
+    return {n for n in names if types.get(n, 0) in (0, 1, 10, 11)} - {t.name for t in g.initializer}
+
+
+def _producers(model: Any) -> dict[str, str]:
+    return {o: n.op_type for n in model.graph.node for o in n.output}
+
+
+def _labels(labels: Any, predictions: list[np.ndarray]) -> np.ndarray | None:
+    if labels is None:
+        return None
+    n = sum(p.size for p in predictions)
+    y = np.asarray(labels).reshape(-1)
+    if y.shape[0] != n or y.dtype.kind not in "iu":
+        raise InputError(f"labels must be {n} integers (one per sample of the batches), found {y.dtype} "
+                         f"with shape {np.shape(labels)}")
+    return y
+
+
+def check_onnx(float_model: str | os.PathLike[str], int8_model: str | os.PathLike[str],
+               feeds_batches: Iterable[Mapping[str, np.ndarray]], labels: Any = None,
+               outputs: Sequence[str] | None = None) -> OnnxCheckReport:
+    """Run ``float_model`` and ``int8_model`` in ONNX Runtime on every batch and compare.
+
+    Parameters
+    ----------
+    float_model, int8_model : path
+        The float ONNX model and its QDQ int8 version (same input and output names).
+    feeds_batches : iterable of dict
+        One dict per batch: model input name -> array of the input's dtype.
+    labels : array of int, optional
+        One label per sample of the first classification-like output (its positions
+        over all axes but the last), for all batches in order.
+    outputs : list of str, optional
+        Graph outputs to compare (default: all of the float model's).
+
+    Outputs come from the int8 model as deployed (ORT's default graph optimizations,
+    which fuse Q/DQ pairs into int8 kernels where they can). Per-tensor SQNR compares,
+    for each activation the int8 model quantizes (a QuantizeLinear of a non-constant
+    tensor feeding a DequantizeLinear), that DequantizeLinear's output, computed with
+    graph optimizations off so every Q/DQ runs as written (the value the int8 graph
+    carries there, with the error of every earlier quantization in it), against the
+    float model's tensor of the same original name, also run unoptimized.
+    """
+    ort, onnx = import_ort()
+    fmodel, qmodel = _load(onnx, float_model), _load(onnx, int8_model)
+    pairs = _activation_pairs(qmodel, _float_names(onnx, fmodel))
+    names = list(outputs or [o.name for o in fmodel.graph.output])
+    unknown = [n for n in names if n not in {o.name for o in qmodel.graph.output}]
+    if unknown:
+        raise InputError(f"{int8_model}: has no output {unknown[0]!r}; expected the float model's outputs")
+    inputs = {i.name for i in fmodel.graph.input}
+    f_names = list(dict.fromkeys([*names, *(n for n in pairs if n not in inputs)]))
+    fsess = _session(ort, _with_outputs(fmodel, f_names), float_model, optimize=False)
+    qsess = _session(ort, qmodel, int8_model, optimize=True)
+    dq_names = [dq for dq, _, _ in pairs.values()]
+    probe = _session(ort, _with_outputs(qmodel, dq_names), int8_model, optimize=False)
+    out_sums, tensor_sums = {n: _Sums() for n in names}, {n: _Sums() for n in pairs}
+    preds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
+    batches = 0
+    for k, feeds in enumerate(feeds_batches):
+        where = f"batch {k}"
+        f = {**feeds, **_run(fsess, f_names, feeds, where)}
+        q = _run(qsess, names, feeds, where)
+        dq = _run(probe, dq_names, feeds, where)
+        for n in names:
+            out_sums[n].add(f[n], q[n], f"{where}, output {n!r}")
+            if _classes(f[n]):
+                preds[n][0].append(f[n].argmax(-1).reshape(-1))
+                preds[n][1].append(q[n].argmax(-1).reshape(-1))
+        for n, (dq_name, _, _) in pairs.items():
+            tensor_sums[n].add(np.asarray(f[n]), dq[dq_name], f"{where}, tensor {n!r}")
+        batches += 1
+    if not batches:
+        raise InputError("no batches to check; expected at least one")
+    return _report(names, out_sums, preds, labels, pairs, tensor_sums, _producers(fmodel), inputs)
+
+
+def _report(names: list[str], out_sums: dict[str, _Sums], preds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]],
+            labels: Any, pairs: dict[str, tuple[str, float, int]], tensor_sums: dict[str, _Sums],
+            producers: dict[str, str], inputs: set[str]) -> OnnxCheckReport:
+    main = next((n for n in names if preds[n][0]), names[0])
+    f_top = np.concatenate(preds[main][0]) if preds[main][0] else None
+    q_top = np.concatenate(preds[main][1]) if preds[main][1] else None
+    if labels is not None and f_top is None:
+        raise InputError(f"labels given, but no output has class scores over a last axis; outputs: {', '.join(names)}")
+    y = _labels(labels, preds[main][0]) if labels is not None else None
+    outs = [OutputReport(n, s.agree / s.rows if s.rows else None, s.sqnr()) for n, s in out_sums.items()]
+    tensors = [TensorReport(n, "input" if n in inputs else producers.get(n, "?"), scale, zp, tensor_sums[n].sqnr())
+               for n, (_, scale, zp) in pairs.items()]
+    main_report = next(o for o in outs if o.name == main)
+    return OnnxCheckReport(
+        samples=out_sums[main].samples, output=main, runtime="onnxruntime",
+        float_accuracy=None if y is None else float(np.mean(f_top == y)),
+        int8_accuracy=None if y is None else float(np.mean(q_top == y)),
+        top1_agreement=main_report.top1_agreement, output_sqnr_db=main_report.sqnr_db, outputs=outs,
+        tensors=sorted(tensors, key=lambda t: t.sqnr_db))
