@@ -9,15 +9,16 @@ SQNR is ``10 log10(sum f**2 / sum (f - q)**2)`` in dB over all batches.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .check import TensorReport, sqnr_from_sums
+from .check import sqnr_from_sums
 from .ort_quant import error_line, import_ort
 
 
@@ -28,6 +29,24 @@ class OutputReport:
     name: str
     top1_agreement: float | None
     sqnr_db: float
+
+
+@dataclass(frozen=True)
+class QuantizedTensorReport:
+    """One activation the int8 model quantizes (see `check_onnx` for what is compared).
+
+    ``sqnr_db``: the int8 graph's value there against float, with every earlier
+    quantization's error in it. ``step_sqnr_db``: the error this quantize-dequantize
+    adds by itself (its output against its input in the same int8 run); the lowest one
+    points at the range to blame.
+    """
+
+    name: str
+    op: str
+    scale: float
+    zero_point: int
+    sqnr_db: float
+    step_sqnr_db: float
 
 
 @dataclass(frozen=True)
@@ -46,27 +65,27 @@ class OnnxCheckReport:
     top1_agreement: float | None
     output_sqnr_db: float
     outputs: list[OutputReport]
-    tensors: list[TensorReport]
+    tensors: list[QuantizedTensorReport]
 
-    def worst(self, n: int = 3) -> list[TensorReport]:
-        """The ``n`` tensors of lowest SQNR."""
+    def worst(self, n: int = 3) -> list[QuantizedTensorReport]:
+        """The ``n`` tensors of lowest SQNR against float."""
         return self.tensors[:n]
+
+    def culprit(self) -> QuantizedTensorReport | None:
+        """The tensor whose own quantize-dequantize adds the most error (lowest ``step_sqnr_db``)."""
+        return min(self.tensors, key=lambda t: t.step_sqnr_db, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (an infinite SQNR becomes the string "inf" or "-inf")."""
-        def db(x: float) -> float | str:
-            return x if np.isfinite(x) else str(x)
-
-        return {
-            "samples": self.samples, "output": self.output, "runtime": self.runtime,
-            "float_accuracy": self.float_accuracy, "int8_accuracy": self.int8_accuracy,
-            "top1_agreement": self.top1_agreement, "output_sqnr_db": db(self.output_sqnr_db),
-            "outputs": [{"name": o.name, "top1_agreement": o.top1_agreement, "sqnr_db": db(o.sqnr_db)}
-                        for o in self.outputs],
-            "tensors": [{"name": t.name, "op": t.op, "scale": t.scale, "zero_point": t.zero_point,
-                         "sqnr_db": db(t.sqnr_db)} for t in self.tensors],
-            "worst": [t.name for t in self.worst()],
-        }
+        d = asdict(self)
+        for item in (d, *d["outputs"], *d["tensors"]):
+            for key in ("sqnr_db", "step_sqnr_db", "output_sqnr_db"):
+                if key in item and not math.isfinite(item[key]):
+                    item[key] = str(item[key])
+        d["worst"] = [t.name for t in self.worst()]
+        culprit = self.culprit()
+        d["culprit"] = culprit.name if culprit else None
+        return d
 
 
 class _Sums:
@@ -124,11 +143,21 @@ def _with_outputs(model: Any, names: Iterable[str]) -> Any:
     return out
 
 
-def _activation_pairs(model: Any, float_names: set[str]) -> dict[str, tuple[str, float, int]]:
-    """Original tensor name -> (its DequantizeLinear output, scale, zero point) in a QDQ model.
+@dataclass(frozen=True)
+class _Pair:
+    """A quantized activation in the QDQ model: original name, its Q input and DQ output, scale, zero point."""
 
-    A pair is a QuantizeLinear of a non-constant tensor feeding a DequantizeLinear; the
-    original name is the QuantizeLinear input, or the DequantizeLinear output when ORT
+    name: str
+    q_input: str
+    dq_output: str
+    scale: float
+    zero_point: int
+
+
+def _activation_pairs(model: Any, float_names: set[str]) -> list[_Pair]:
+    """Every QuantizeLinear of a non-constant tensor feeding a DequantizeLinear, by original tensor name.
+
+    The original name is the QuantizeLinear input, or the DequantizeLinear output when ORT
     renamed the producer's output (a graph output keeps its name on the DequantizeLinear).
     """
     from onnx import numpy_helper
@@ -136,7 +165,7 @@ def _activation_pairs(model: Any, float_names: set[str]) -> dict[str, tuple[str,
     g = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    pairs: dict[str, tuple[str, float, int]] = {}
+    pairs: dict[str, _Pair] = {}
     for dq in g.node:
         q = producer.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
@@ -145,13 +174,13 @@ def _activation_pairs(model: Any, float_names: set[str]) -> dict[str, tuple[str,
         if name is not None and name not in pairs:
             scale = inits.get(q.input[1], np.array(np.nan))
             zp = inits.get(q.input[2], np.array(0)) if len(q.input) > 2 else np.array(0)
-            pairs[name] = (dq.output[0], float(np.ravel(scale)[0]), int(np.ravel(zp)[0]))
-    return pairs
+            pairs[name] = _Pair(name, q.input[0], dq.output[0], float(np.ravel(scale)[0]), int(np.ravel(zp)[0]))
+    return list(pairs.values())
 
 
 def _run(session: Any, names: list[str], feeds: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     try:
-        return dict(zip(names, session.run(names, dict(feeds))))
+        return {**feeds, **dict(zip(names, session.run(names, dict(feeds))))}
     except Exception as err:  # ORT's exceptions derive from Exception only
         raise InputError(f"{where}: ONNX Runtime refused the batch ({error_line(err)})") from err
 
@@ -171,10 +200,7 @@ def _producers(model: Any) -> dict[str, str]:
     return {o: n.op_type for n in model.graph.node for o in n.output}
 
 
-def _labels(labels: Any, predictions: list[np.ndarray]) -> np.ndarray | None:
-    if labels is None:
-        return None
-    n = sum(p.size for p in predictions)
+def _labels(labels: Any, n: int) -> np.ndarray:
     y = np.asarray(labels).reshape(-1)
     if y.shape[0] != n or y.dtype.kind not in "iu":
         raise InputError(f"labels must be {n} integers (one per sample of the batches), found {y.dtype} "
@@ -200,12 +226,13 @@ def check_onnx(float_model: str | os.PathLike[str], int8_model: str | os.PathLik
         Graph outputs to compare (default: all of the float model's).
 
     Outputs come from the int8 model as deployed (ORT's default graph optimizations,
-    which fuse Q/DQ pairs into int8 kernels where they can). Per-tensor SQNR compares,
-    for each activation the int8 model quantizes (a QuantizeLinear of a non-constant
-    tensor feeding a DequantizeLinear), that DequantizeLinear's output, computed with
-    graph optimizations off so every Q/DQ runs as written (the value the int8 graph
-    carries there, with the error of every earlier quantization in it), against the
-    float model's tensor of the same original name, also run unoptimized.
+    which fuse Q/DQ pairs into int8 kernels where they can). The activations are the
+    tensors the int8 model quantizes (a QuantizeLinear of a non-constant tensor feeding
+    a DequantizeLinear). For each, ``sqnr_db`` compares that DequantizeLinear's output,
+    computed with graph optimizations off so every Q/DQ runs as written (the value the
+    int8 graph carries there, with the error of every earlier quantization in it), to
+    the float model's tensor of the same original name, also run unoptimized;
+    ``step_sqnr_db`` compares it to the QuantizeLinear's input in the same int8 run.
     """
     ort, onnx = import_ort()
     fmodel, qmodel = _load(onnx, float_model), _load(onnx, int8_model)
@@ -214,49 +241,60 @@ def check_onnx(float_model: str | os.PathLike[str], int8_model: str | os.PathLik
     unknown = [n for n in names if n not in {o.name for o in qmodel.graph.output}]
     if unknown:
         raise InputError(f"{int8_model}: has no output {unknown[0]!r}; expected the float model's outputs")
+    f_names = list(dict.fromkeys([*names, *(p.name for p in pairs)]))
+    probe_names = list(dict.fromkeys(n for p in pairs for n in (p.q_input, p.dq_output)))
     inputs = {i.name for i in fmodel.graph.input}
-    f_names = list(dict.fromkeys([*names, *(n for n in pairs if n not in inputs)]))
     fsess = _session(ort, _with_outputs(fmodel, f_names), float_model, optimize=False)
     qsess = _session(ort, qmodel, int8_model, optimize=True)
-    dq_names = [dq for dq, _, _ in pairs.values()]
-    probe = _session(ort, _with_outputs(qmodel, dq_names), int8_model, optimize=False)
-    out_sums, tensor_sums = {n: _Sums() for n in names}, {n: _Sums() for n in pairs}
-    preds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
-    batches = 0
+    probe = _session(ort, _with_outputs(qmodel, probe_names), int8_model, optimize=False)
+    sums = _Totals(names, pairs)
     for k, feeds in enumerate(feeds_batches):
         where = f"batch {k}"
-        f = {**feeds, **_run(fsess, f_names, feeds, where)}
+        f = _run(fsess, [n for n in f_names if n not in inputs], feeds, where)
         q = _run(qsess, names, feeds, where)
-        dq = _run(probe, dq_names, feeds, where)
-        for n in names:
-            out_sums[n].add(f[n], q[n], f"{where}, output {n!r}")
-            if _classes(f[n]):
-                preds[n][0].append(f[n].argmax(-1).reshape(-1))
-                preds[n][1].append(q[n].argmax(-1).reshape(-1))
-        for n, (dq_name, _, _) in pairs.items():
-            tensor_sums[n].add(np.asarray(f[n]), dq[dq_name], f"{where}, tensor {n!r}")
-        batches += 1
-    if not batches:
+        sums.add(f, q, _run(probe, [n for n in probe_names if n not in inputs], feeds, where), where)
+    if not sums.batches:
         raise InputError("no batches to check; expected at least one")
-    return _report(names, out_sums, preds, labels, pairs, tensor_sums, _producers(fmodel), inputs)
+    return sums.report(labels, _producers(fmodel), inputs)
 
 
-def _report(names: list[str], out_sums: dict[str, _Sums], preds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]],
-            labels: Any, pairs: dict[str, tuple[str, float, int]], tensor_sums: dict[str, _Sums],
-            producers: dict[str, str], inputs: set[str]) -> OnnxCheckReport:
-    main = next((n for n in names if preds[n][0]), names[0])
-    f_top = np.concatenate(preds[main][0]) if preds[main][0] else None
-    q_top = np.concatenate(preds[main][1]) if preds[main][1] else None
-    if labels is not None and f_top is None:
-        raise InputError(f"labels given, but no output has class scores over a last axis; outputs: {', '.join(names)}")
-    y = _labels(labels, preds[main][0]) if labels is not None else None
-    outs = [OutputReport(n, s.agree / s.rows if s.rows else None, s.sqnr()) for n, s in out_sums.items()]
-    tensors = [TensorReport(n, "input" if n in inputs else producers.get(n, "?"), scale, zp, tensor_sums[n].sqnr())
-               for n, (_, scale, zp) in pairs.items()]
-    main_report = next(o for o in outs if o.name == main)
-    return OnnxCheckReport(
-        samples=out_sums[main].samples, output=main, runtime="onnxruntime",
-        float_accuracy=None if y is None else float(np.mean(f_top == y)),
-        int8_accuracy=None if y is None else float(np.mean(q_top == y)),
-        top1_agreement=main_report.top1_agreement, output_sqnr_db=main_report.sqnr_db, outputs=outs,
-        tensors=sorted(tensors, key=lambda t: t.sqnr_db))
+class _Totals:
+    """What `check_onnx` gathers over the batches: sums per output and per tensor, top-1 predictions."""
+
+    def __init__(self, names: list[str], pairs: list[_Pair]) -> None:
+        self.names, self.pairs, self.batches = names, pairs, 0
+        self.outputs = {n: _Sums() for n in names}
+        self.tensors = {p.name: _Sums() for p in pairs}
+        self.steps = {p.name: _Sums() for p in pairs}
+        self.top1: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
+
+    def add(self, f: dict[str, np.ndarray], q: dict[str, np.ndarray], probe: dict[str, np.ndarray],
+            where: str) -> None:
+        for n in self.names:
+            self.outputs[n].add(f[n], q[n], f"{where}, output {n!r}")
+            if _classes(f[n]):
+                self.top1[n][0].append(f[n].argmax(-1).reshape(-1))
+                self.top1[n][1].append(q[n].argmax(-1).reshape(-1))
+        for p in self.pairs:
+            self.tensors[p.name].add(np.asarray(f[p.name]), probe[p.dq_output], f"{where}, tensor {p.name!r}")
+            self.steps[p.name].add(np.asarray(probe[p.q_input]), probe[p.dq_output], f"{where}, tensor {p.name!r}")
+        self.batches += 1
+
+    def report(self, labels: Any, producers: dict[str, str], inputs: set[str]) -> OnnxCheckReport:
+        main = next((n for n in self.names if self.top1[n][0]), self.names[0])
+        f_top, q_top = (np.concatenate(t) if t else None for t in self.top1[main])
+        if labels is not None and f_top is None:
+            raise InputError(f"labels given, but no output has class scores over a last axis; outputs: "
+                             f"{', '.join(self.names)}")
+        y = None if labels is None else _labels(labels, int(f_top.size))
+        outs = [OutputReport(n, s.agree / s.rows if s.rows else None, s.sqnr()) for n, s in self.outputs.items()]
+        tensors = [QuantizedTensorReport(p.name, "input" if p.name in inputs else producers.get(p.name, "?"),
+                                         p.scale, p.zero_point, self.tensors[p.name].sqnr(), self.steps[p.name].sqnr())
+                   for p in self.pairs]
+        first = outs[self.names.index(main)]
+        return OnnxCheckReport(
+            samples=self.outputs[main].samples, output=main, runtime="onnxruntime",
+            float_accuracy=None if y is None else float(np.mean(f_top == y)),
+            int8_accuracy=None if y is None else float(np.mean(q_top == y)),
+            top1_agreement=first.top1_agreement, output_sqnr_db=first.sqnr_db, outputs=outs,
+            tensors=sorted(tensors, key=lambda t: t.sqnr_db))

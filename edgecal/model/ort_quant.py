@@ -107,8 +107,13 @@ def _prepared(model_path: str | os.PathLike[str], activation_type: Any) -> Any:
         model = load_model_with_shape_infer(path)
     except Exception as err:  # protobuf and onnx raise their own types
         raise InputError(f"{path}: not a readable ONNX model ({error_line(err)})") from err
+    if not model.graph.node:  # protobuf parses many non-ONNX files as an empty model
+        raise InputError(f"{path}: not an ONNX model (found no graph nodes); expected a float ONNX model")
     kwargs = _supported(update_opset_version, weight_type=QuantType.QInt8, activation_type=activation_type)
-    return update_opset_version(model, **kwargs)
+    try:
+        return update_opset_version(model, **kwargs)
+    except ValueError as err:  # e.g. no ai.onnx opset
+        raise InputError(f"{path}: ONNX Runtime cannot quantize the model ({error_line(err)})") from err
 
 
 def quantizable_ops() -> list[str]:
