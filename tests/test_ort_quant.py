@@ -227,3 +227,43 @@ def test_check_refuses_labels_of_the_wrong_count(model, tmp_path):
         check_onnx(path, out, [{"x": data[0]}], outputs=["z"])
     with pytest.raises(InputError, match="batch 0: ONNX Runtime refused the batch"):
         check_onnx(path, out, [{"x": data[0][:, :1]}])
+
+
+def test_what_onnx_runtime_refuses_becomes_one_input_error(model, tmp_path):
+    import onnx
+    from onnx import helper
+
+    path, data, values = model
+    table = _tflite_table(values)
+    with pytest.raises(InputError, match="ONNX Runtime cannot quantize the model .Must provide both 'scale' and"):
+        quantize_onnx(path, tmp_path / "o.onnx", table, extra_options={"TensorQuantOverrides": {"x": [{"scale": 1.0}]}})
+    m = onnx.load(str(path))
+    m.opset_import.append(helper.make_opsetid("ai.onnx", 17))  # the default domain twice
+    onnx.save(m, str(tmp_path / "two.onnx"))
+    with pytest.raises(InputError, match="ONNX Runtime cannot quantize the model .Failed to find proper ai.onnx"):
+        quantize_onnx(tmp_path / "two.onnx", tmp_path / "o.onnx", table)
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_check_refuses_unreadable_models_and_labels_without_classes(model, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    path, data, values = model
+    (tmp_path / "bad.onnx").write_bytes(b"\x0a\xff\xff\xff")
+    with pytest.raises(InputError, match="bad.onnx: not a readable ONNX model"):
+        check_onnx(path, tmp_path / "bad.onnx", [{"x": data[0]}])
+    g = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "odd.onnx"))
+    with pytest.raises(InputError, match="odd.onnx: ONNX Runtime cannot load the model"):
+        check_onnx(tmp_path / "odd.onnx", tmp_path / "odd.onnx", [{"x": data[0]}])
+    g = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "sum.onnx"))
+    with pytest.raises(InputError, match="labels given, but no output has class scores over a last axis; outputs: y"):
+        check_onnx(tmp_path / "sum.onnx", tmp_path / "sum.onnx", [{"x": data[0]}], labels=np.zeros(1, int))
+    with pytest.raises(InputError, match=r"batch 0, output 'y': int8 shape \(\) differs from float shape \(16, 5\)"):
+        check_onnx(path, tmp_path / "sum.onnx", [{"x": data[0]}])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,14 +23,18 @@ from ..calibrator import Calibrator
 from ..errors import InputError
 from ..formats import load_table
 from ..model.graph import Graph, MissingExtraError, load_graph
-from ..model.ort_quant import ACTIVATIONS, INSTALL
+from ..model.ort_quant import ACTIVATIONS, INSTALL, import_ort
 from .common import db, fmt, pct, print_rows
 
 RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
 
 
 def _has_onnxruntime() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+    try:
+        import_ort()
+    except MissingExtraError:
+        return False
+    return True
 
 
 def pick_runtime(model: str, requested: str) -> tuple[str, Graph | None]:

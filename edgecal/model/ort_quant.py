@@ -227,8 +227,8 @@ def quantize_onnx(model_path: str | os.PathLike[str], out_path: str | os.PathLik
         raise _missing_error(absent, wanted)
     excluded = _excluded_nodes(model, absent)
     ranges = {name: known[name] for name in wanted if name in known}
-    quantizer = _quantizer(model, ranges, activations, per_channel, excluded, ops, extra_options or {})
     try:
+        quantizer = _quantizer(model, ranges, activations, per_channel, excluded, ops, extra_options or {})
         quantizer.quantize_model()
         data = quantizer.model.model.SerializeToString()
     except Exception as err:  # ORT's quantizer raises ValueError, KeyError, AssertionError ...
