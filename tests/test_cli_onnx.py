@@ -162,7 +162,7 @@ def test_check_text_report_and_wrong_range(setup, tmp_path, capsys):
                  "--activations", "u8"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"edgecal check: {model} with {bad}, 48 samples, runtime onnxruntime (u8 activations")
-    assert "largest error added by one quantization: c (step SQNR" in out and "\nworst: " in out
+    assert "range costing the most on its own: c (own SQNR" in out and "\nworst: " in out
 
 
 def test_check_data_file_and_argument_errors(setup, tmp_path, capsys):

@@ -182,7 +182,12 @@ def test_check_reports_agreement_accuracy_and_tensor_sqnr(model, tmp_path):
     dq = (np.clip(np.round(xs / float(scale)) + int(zp), -128, 127) - int(zp)) * float(scale)
     x_report = next(t for t in report.tensors if t.name == "x")
     assert x_report.op == "input" and x_report.sqnr_db == pytest.approx(_sqnr(xs, dq), abs=1e-3)
-    assert x_report.scale == pytest.approx(float(scale))
+    assert x_report.scale == pytest.approx(float(scale)) and x_report.own_sqnr_db == pytest.approx(x_report.sqnr_db)
+    scale, zp, _ = qdq_params(out)["a"]  # own SQNR: the float tensor alone through its scale and zero point
+    a = np.concatenate([v["a"] for v in values]).astype(np.float64)
+    a_dq = (np.clip(np.round(a / float(scale)) + int(zp), -128, 127) - int(zp)) * float(scale)
+    a_report = next(t for t in report.tensors if t.name == "a")
+    assert a_report.own_sqnr_db == pytest.approx(_sqnr(a, a_dq), abs=1e-3) and a_report.zero_point == int(zp)
 
 
 def _shrunk(table, name, factor=50.0):
@@ -206,13 +211,13 @@ def test_a_tensor_with_a_wrong_tiny_range_drops_agreement_and_shows_as_worst(mod
     assert bad_out.tensors[0].name == "y" and bad_out.tensors[0].sqnr_db < 5 and bad_out.culprit().name == "y"
     assert bad_out.top1_agreement < good.top1_agreement - 0.2 and bad_out.output_sqnr_db < 5
     # inside the graph the error flows downstream: every later tensor drops with it, and the
-    # step SQNR (the error each quantization adds by itself) names the one to blame
+    # own SQNR (each float tensor quantized alone with its parameters) names the one to blame
     bad_c = _checked(path, tmp_path, data, _shrunk(_tflite_table(values), "c"), "bad_c")
     sqnr = {t.name: t.sqnr_db for t in bad_c.tensors}
     assert bad_c.culprit().name == "c" and all(sqnr[n] < 5 for n in ("c", "a", "f", "y")) and sqnr["x"] > 25
     assert bad_c.tensors[-1].name == "x" and bad_c.top1_agreement < good.top1_agreement - 0.2
-    step = {t.name: t.step_sqnr_db for t in bad_c.tensors}
-    assert step["c"] < 5 and min(v for n, v in step.items() if n != "c") > 15
+    own = {t.name: t.own_sqnr_db for t in bad_c.tensors}
+    assert own["c"] < 5 and min(v for n, v in own.items() if n != "c") > 25
 
 
 def test_check_refuses_labels_of_the_wrong_count(model, tmp_path):

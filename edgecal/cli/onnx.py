@@ -163,14 +163,14 @@ def cmd_check_onnxruntime(args: argparse.Namespace) -> int:
         agreement = "-" if o.top1_agreement is None else pct(o.top1_agreement)
         print(f"output {o.name}: top-1 agreement float vs int8 {agreement}, SQNR {db(o.sqnr_db)}")
     print()
-    rows = [("tensor", "op", "scale", "zp", "SQNR", "step SQNR")]
+    rows = [("tensor", "op", "scale", "zp", "SQNR", "own SQNR")]
     for t in report.tensors:
-        rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db), db(t.step_sqnr_db)))
+        rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db), db(t.own_sqnr_db)))
     print_rows(rows)
     print("\nworst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst()))
     culprit = report.culprit()
     if culprit is not None:
-        print(f"largest error added by one quantization: {culprit.name} (step SQNR {db(culprit.step_sqnr_db)})")
+        print(f"range costing the most on its own: {culprit.name} (own SQNR {db(culprit.own_sqnr_db)})")
     return 0
 
 

@@ -36,9 +36,9 @@ class QuantizedTensorReport:
     """One activation the int8 model quantizes (see `check_onnx` for what is compared).
 
     ``sqnr_db``: the int8 graph's value there against float, with every earlier
-    quantization's error in it. ``step_sqnr_db``: the error this quantize-dequantize
-    adds by itself (its output against its input in the same int8 run); the lowest one
-    points at the range to blame.
+    quantization's error in it. ``own_sqnr_db``: the float tensor quantized alone with
+    this scale and zero point (ORT's QuantizeLinear: round half to even, clamp), so
+    the error of this range only; the lowest one points at the range to blame.
     """
 
     name: str
@@ -46,7 +46,7 @@ class QuantizedTensorReport:
     scale: float
     zero_point: int
     sqnr_db: float
-    step_sqnr_db: float
+    own_sqnr_db: float
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,14 @@ class OnnxCheckReport:
         return self.tensors[:n]
 
     def culprit(self) -> QuantizedTensorReport | None:
-        """The tensor whose own quantize-dequantize adds the most error (lowest ``step_sqnr_db``)."""
-        return min(self.tensors, key=lambda t: t.step_sqnr_db, default=None)
+        """The tensor whose range alone costs the most (lowest ``own_sqnr_db``)."""
+        return min(self.tensors, key=lambda t: t.own_sqnr_db, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (an infinite SQNR becomes the string "inf" or "-inf")."""
         d = asdict(self)
         for item in (d, *d["outputs"], *d["tensors"]):
-            for key in ("sqnr_db", "step_sqnr_db", "output_sqnr_db"):
+            for key in ("sqnr_db", "own_sqnr_db", "output_sqnr_db"):
                 if key in item and not math.isfinite(item[key]):
                     item[key] = str(item[key])
         d["worst"] = [t.name for t in self.worst()]
@@ -145,13 +145,19 @@ def _with_outputs(model: Any, names: Iterable[str]) -> Any:
 
 @dataclass(frozen=True)
 class _Pair:
-    """A quantized activation in the QDQ model: original name, its Q input and DQ output, scale, zero point."""
+    """A quantized activation in the QDQ model: original name, DQ output, scale, zero point, integer range."""
 
     name: str
-    q_input: str
     dq_output: str
     scale: float
     zero_point: int
+    qmin: int
+    qmax: int
+
+    def fake_quantize(self, x: np.ndarray) -> np.ndarray:
+        """QuantizeLinear then DequantizeLinear as ONNX defines them: round half to even, clamp."""
+        q = np.clip(np.round(np.asarray(x, np.float64) / self.scale) + self.zero_point, self.qmin, self.qmax)
+        return (q - self.zero_point) * self.scale
 
 
 def _activation_pairs(model: Any, float_names: set[str]) -> list[_Pair]:
@@ -173,8 +179,10 @@ def _activation_pairs(model: Any, float_names: set[str]) -> list[_Pair]:
         name = next((c for c in (q.input[0], dq.output[0]) if c in float_names), None)
         if name is not None and name not in pairs:
             scale = inits.get(q.input[1], np.array(np.nan))
-            zp = inits.get(q.input[2], np.array(0)) if len(q.input) > 2 else np.array(0)
-            pairs[name] = _Pair(name, q.input[0], dq.output[0], float(np.ravel(scale)[0]), int(np.ravel(zp)[0]))
+            zp = inits.get(q.input[2], np.array(0, np.uint8)) if len(q.input) > 2 else np.array(0, np.uint8)
+            info = np.iinfo(zp.dtype) if zp.dtype.kind in "iu" else np.iinfo(np.uint8)  # no zero point: uint8
+            pairs[name] = _Pair(name, dq.output[0], float(np.ravel(scale)[0]), int(np.ravel(zp)[0]),
+                                int(info.min), int(info.max))
     return list(pairs.values())
 
 
@@ -232,7 +240,8 @@ def check_onnx(float_model: str | os.PathLike[str], int8_model: str | os.PathLik
     computed with graph optimizations off so every Q/DQ runs as written (the value the
     int8 graph carries there, with the error of every earlier quantization in it), to
     the float model's tensor of the same original name, also run unoptimized;
-    ``step_sqnr_db`` compares it to the QuantizeLinear's input in the same int8 run.
+    ``own_sqnr_db`` compares that float tensor to itself quantized and dequantized
+    alone with the int8 model's scale and zero point for it.
     """
     ort, onnx = import_ort()
     fmodel, qmodel = _load(onnx, float_model), _load(onnx, int8_model)
@@ -242,7 +251,7 @@ def check_onnx(float_model: str | os.PathLike[str], int8_model: str | os.PathLik
     if unknown:
         raise InputError(f"{int8_model}: has no output {unknown[0]!r}; expected the float model's outputs")
     f_names = list(dict.fromkeys([*names, *(p.name for p in pairs)]))
-    probe_names = list(dict.fromkeys(n for p in pairs for n in (p.q_input, p.dq_output)))
+    probe_names = list(dict.fromkeys(p.dq_output for p in pairs))
     inputs = {i.name for i in fmodel.graph.input}
     fsess = _session(ort, _with_outputs(fmodel, f_names), float_model, optimize=False)
     qsess = _session(ort, qmodel, int8_model, optimize=True)
@@ -265,7 +274,7 @@ class _Totals:
         self.names, self.pairs, self.batches = names, pairs, 0
         self.outputs = {n: _Sums() for n in names}
         self.tensors = {p.name: _Sums() for p in pairs}
-        self.steps = {p.name: _Sums() for p in pairs}
+        self.own = {p.name: _Sums() for p in pairs}
         self.top1: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
 
     def add(self, f: dict[str, np.ndarray], q: dict[str, np.ndarray], probe: dict[str, np.ndarray],
@@ -276,8 +285,9 @@ class _Totals:
                 self.top1[n][0].append(f[n].argmax(-1).reshape(-1))
                 self.top1[n][1].append(q[n].argmax(-1).reshape(-1))
         for p in self.pairs:
-            self.tensors[p.name].add(np.asarray(f[p.name]), probe[p.dq_output], f"{where}, tensor {p.name!r}")
-            self.steps[p.name].add(np.asarray(probe[p.q_input]), probe[p.dq_output], f"{where}, tensor {p.name!r}")
+            x = np.asarray(f[p.name])
+            self.tensors[p.name].add(x, probe[p.dq_output], f"{where}, tensor {p.name!r}")
+            self.own[p.name].add(x, p.fake_quantize(x), f"{where}, tensor {p.name!r}")
         self.batches += 1
 
     def report(self, labels: Any, producers: dict[str, str], inputs: set[str]) -> OnnxCheckReport:
@@ -289,7 +299,7 @@ class _Totals:
         y = None if labels is None else _labels(labels, int(f_top.size))
         outs = [OutputReport(n, s.agree / s.rows if s.rows else None, s.sqnr()) for n, s in self.outputs.items()]
         tensors = [QuantizedTensorReport(p.name, "input" if p.name in inputs else producers.get(p.name, "?"),
-                                         p.scale, p.zero_point, self.tensors[p.name].sqnr(), self.steps[p.name].sqnr())
+                                         p.scale, p.zero_point, self.tensors[p.name].sqnr(), self.own[p.name].sqnr())
                    for p in self.pairs]
         first = outs[self.names.index(main)]
         return OnnxCheckReport(
