@@ -209,3 +209,20 @@ def test_check_refuses_a_tflite_model(setup, tmp_path, capsys):
     assert main(["check", "--model", str(tmp_path / "m.tflite"), "--table", str(table), "--data",
                  str(root / "inputs" / "b0.npy")]) == 2
     assert "m.tflite is for litert, expected an .onnx model" in capsys.readouterr().err
+
+
+def test_calibrate_a_tflite_model_picks_litert(tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed; pip install -e '.[litert]'")
+    import source_models
+
+    model = source_models.tflite_model(tmp_path / "m.tflite", batch=2)
+    (tmp_path / "in").mkdir()
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    np.save(tmp_path / "in" / "b0.npy", x)
+    assert main(["calibrate", "--model", str(model), "--inputs", str(tmp_path / "in"), "-o", str(tmp_path / "t.json"),
+                 "-m", "minmax", "-q"]) == 0
+    assert "calibrated 4 tensors from 1 files with minmax (runtime litert)" in capsys.readouterr().out
+    table, ref = CalibrationTable.load(tmp_path / "t.json"), source_models.reference(x)
+    assert list(table) == source_models.NAMES
+    for name in source_models.NAMES:
+        assert table[name].amax == pytest.approx(float(np.abs(ref[name]).max()), rel=1e-6), name
