@@ -20,7 +20,6 @@ a symmetric entry's 254 levels are spread over 255 steps, so its scale becomes
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ from ..errors import InputError
 from ..table import TensorCalibration
 from .graph import MissingExtraError
 
-log = logging.getLogger("edgecal")
 
 ACTIVATIONS = ("s8", "u8")
 MISSING = ("error", "float")
@@ -97,8 +95,8 @@ def _supported(fn: Any, **kwargs: Any) -> dict[str, Any]:
 
 def _prepared(model_path: str | os.PathLike[str], activation_type: Any) -> Any:
     """The model as ``quantize_static`` prepares it: shapes inferred, opset updated for the types."""
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer, update_opset_version
+    from onnxruntime.quantization import quant_utils
+    from onnxruntime.quantization.quant_utils import QuantType, load_model_with_shape_infer
 
     path = Path(model_path)
     if not path.is_file():
@@ -109,9 +107,11 @@ def _prepared(model_path: str | os.PathLike[str], activation_type: Any) -> Any:
         raise InputError(f"{path}: not a readable ONNX model ({error_line(err)})") from err
     if not model.graph.node:  # protobuf parses many non-ONNX files as an empty model
         raise InputError(f"{path}: not an ONNX model (found no graph nodes); expected a float ONNX model")
-    kwargs = _supported(update_opset_version, weight_type=QuantType.QInt8, activation_type=activation_type)
+    update = getattr(quant_utils, "update_opset_version", None)  # ORT < 1.17 left the opset as it was
+    if update is None:
+        return model
     try:
-        return update_opset_version(model, **kwargs)
+        return update(model, **_supported(update, weight_type=QuantType.QInt8, activation_type=activation_type))
     except ValueError as err:  # e.g. no ai.onnx opset
         raise InputError(f"{path}: ONNX Runtime cannot quantize the model ({error_line(err)})") from err
 
@@ -176,9 +176,9 @@ def _excluded_nodes(model: Any, absent: list[str]) -> list[str]:
 
 def _quantizer(model: Any, ranges: Mapping[str, tuple[float, float]], activations: str, per_channel: bool,
                excluded: list[str], ops: list[str], extra_options: Mapping[str, Any]) -> Any:
-    from onnxruntime.quantization import QuantizationMode, QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import QuantizationMode, QuantType
 
     data = {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()}
     kwargs = dict(model=model, per_channel=per_channel, reduce_range=False, mode=QuantizationMode.QLinearOps,
@@ -216,7 +216,7 @@ def quantize_onnx(model_path: str | os.PathLike[str], out_path: str | os.PathLik
     _choice("activations", activations, ACTIVATIONS)
     _choice("missing", missing, MISSING)
     import_ort()
-    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.quant_utils import QuantType
 
     model = _prepared(model_path, QuantType.QInt8 if activations == "s8" else QuantType.QUInt8)
     ops = quantizable_ops()
