@@ -33,7 +33,6 @@ from ..errors import InputError
 from ..table import TensorCalibration
 from .graph import MissingExtraError
 
-
 ACTIVATIONS = ("s8", "u8")
 MISSING = ("error", "float")
 INSTALL = "pip install -e '.[onnxruntime]'"
