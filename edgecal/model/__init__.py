@@ -11,11 +11,11 @@ from .check import CheckReport, TensorReport, check_model, sqnr_db
 from .float_run import run_float
 from .graph import OPS, Graph, MissingExtraError, Node, from_onnx, load_graph
 from .int8_run import Int8Model, QParams, quantize_weights
-from .ort_check import OnnxCheckReport, OutputReport, check_onnx
+from .ort_check import OnnxCheckReport, OutputReport, QuantizedTensorReport, check_onnx
 from .ort_quant import QuantizeSummary, quantize_onnx, table_ranges
 
 __all__ = [
     "OPS", "CheckReport", "Graph", "Int8Model", "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport",
-    "QParams", "QuantizeSummary", "TensorReport", "calibrate_file", "check_model", "check_onnx", "from_onnx",
+    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "calibrate_file", "check_model", "check_onnx", "from_onnx",
     "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float", "sqnr_db", "table_ranges",
 ]
