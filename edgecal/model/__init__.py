@@ -16,6 +16,7 @@ from .ort_quant import QuantizeSummary, quantize_onnx, table_ranges
 
 __all__ = [
     "OPS", "CheckReport", "Graph", "Int8Model", "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport",
-    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "calibrate_file", "check_model", "check_onnx", "from_onnx",
-    "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float", "sqnr_db", "table_ranges",
+    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "calibrate_file", "check_model",
+    "check_onnx", "from_onnx", "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float",
+    "sqnr_db", "table_ranges",
 ]
