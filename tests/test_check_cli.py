@@ -71,7 +71,7 @@ def test_check_prints_a_readable_report(digits, capsys):
         (["--labels", "label"], "no array 'label' for --labels; it holds image, y"),
         (["--table", "{missing}"], "the table has no entry for tensor 'image' (a model input)"),
         (["--data", "{wrong_shape}"], "model input 'image': shape (3, 64) does not match the model's Nx1x8x8"),
-        (["--model", "{sigmoid}"], "op Sigmoid is not supported"),
+        (["--model", "{sigmoid}", "--runtime", "edgecal"], "op Sigmoid is not supported"),
         (["--rounding", "onnx", "--data", "{two}"], "expected one named after each model input (image)"),
     ],
 )

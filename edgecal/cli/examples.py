@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..formats import load_table
 from ..reference.requant import ROUNDINGS
 from .common import db, fmt, pct, print_rows
+from .onnx import add_quantize_options
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -63,10 +64,19 @@ def _print_digits_demo() -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..model import check_model, load_graph
+    from ..model import check_model
     from ..model.activations import feeds_from, load_arrays
+    from .onnx import cmd_check_onnxruntime, pick_runtime
 
-    graph = load_graph(args.model)
+    if (args.data is None) == (args.inputs is None):
+        raise InputError("expected the model inputs in exactly one of --data D.npz or --inputs DIR")
+    if args.inputs is not None and args.runtime == "edgecal":
+        raise InputError("--inputs DIR is read with --runtime onnxruntime; edgecal's runner reads --data D.npz")
+    runtime, graph = pick_runtime(args.model, "onnxruntime" if args.inputs is not None else args.runtime)
+    if runtime == "onnxruntime":
+        return cmd_check_onnxruntime(args)
+    if graph is None:
+        raise InputError(f"check compares ONNX models; {args.model} is for {runtime}, expected an .onnx model")
     table = load_table(args.table)
     arrays = load_arrays(args.data)
     labels = None
@@ -92,12 +102,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
-    k = sub.add_parser("check", help="run a float ONNX model in float and in int8 with a table, compare accuracy")
+    k = sub.add_parser("check", help="run a float ONNX model in float and in int8 with a table, compare accuracy",
+                       description="Runtimes: edgecal (its own runner: bit-exact TFLite int8 kernels for its op "
+                       "subset) or onnxruntime (any ONNX model: quantized by ONNX Runtime with the table's ranges, "
+                       "in a temporary folder). Default: edgecal when it runs every op of the model and the inputs "
+                       "come from --data, else onnxruntime.")
     k.add_argument("--model", required=True, metavar="M.onnx", help="float ONNX model")
     k.add_argument("--table", required=True, help="calibration table of the model's activations")
-    k.add_argument("--data", required=True, metavar="D.npz", help="model inputs (named after them) and labels")
-    k.add_argument("--labels", metavar="KEY", help="array of integer labels in --data")
-    k.add_argument("--rounding", default="tflite", choices=ROUNDINGS, help="requantization semantics (default tflite)")
+    k.add_argument("--data", metavar="D.npz", help="model inputs (named after them) and labels, one batch")
+    k.add_argument("--inputs", metavar="DIR", help="folder of .npy/.npz model input batches (onnxruntime)")
+    k.add_argument("--labels", metavar="KEY|L.npy",
+                   help="integer labels: the array KEY in --data, or with --inputs a .npy file (one per sample)")
+    k.add_argument("--runtime", default="auto", choices=("auto", "edgecal", "onnxruntime"),
+                   help="who runs float and int8 (default auto, see above)")
+    k.add_argument("--rounding", default="tflite", choices=ROUNDINGS,
+                   help="edgecal runtime: requantization semantics (default tflite)")
+    add_quantize_options(k)
     k.add_argument("--json", action="store_true", help="machine-readable report")
     k.set_defaults(func=cmd_check)
     d = sub.add_parser("demo", help="calibrate the bundled sample and compare methods")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import signal
 import sys
 import time
@@ -17,13 +16,14 @@ from ..inputs import arrays_in, expand_inputs, input_key
 from ..methods import DEFAULT_METHOD, method_names
 from ..table import SCHEMES, CalibrationTable
 from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
+from .onnx import RUNTIMES
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     method, params, out_format, options = output_spec(args)
     if args.scheme not in SCHEMES:
         raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
-    read, files = _calibrate_sources(args)
+    read, files, runtime = _calibrate_sources(args)
     cal = open_state(args.state, args.bins)
     progress = Progress(not args.quiet)
     total = sum(f.stat().st_size for f in files)
@@ -60,21 +60,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
     note = f", {skipped} already in {args.state}" if skipped else ""
-    print(f"calibrated {len(table)} tensors from {used} files{note} with {method.name} -> {args.out} ({out_format.name})")
+    via = f" (runtime {runtime})" if runtime else ""
+    print(f"calibrated {len(table)} tensors from {used} files{note} with {method.name}{via} -> {args.out} "
+          f"({out_format.name})")
     return 0
 
 
-def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path]]:
-    """(reader, files): activation files, or the activations of --model on the model inputs in --inputs."""
+def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path], str | None]:
+    """(reader, files, runtime): activation files, or the activations of --model on the batches in --inputs."""
     if args.model is None:
         if args.model_inputs or not args.inputs:
             raise InputError("expected activation files or folders, or --model M.onnx with --inputs DIR")
-        return _read_file, expand_inputs(args.inputs)
+        return _read_file, expand_inputs(args.inputs), None
     if args.inputs or not args.model_inputs:
         raise InputError("--model reads its input batches from --inputs DIR; expected no positional INPUT")
-    from ..model import calibrate_file, load_graph
+    from .onnx import model_reader
 
-    return functools.partial(calibrate_file, load_graph(args.model)), expand_inputs(args.model_inputs)
+    files = expand_inputs(args.model_inputs)
+    read, runtime = model_reader(args.model, args.runtime, args.model_inputs)
+    return read, files, runtime
 
 
 def _read_file(path: Path, key: str, bins: int) -> Calibrator:
@@ -141,7 +145,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     c = sub.add_parser("calibrate", parents=[writer], help="calibrate .npy/.npz files or folders into a table")
     c.add_argument("inputs", nargs="*", metavar="INPUT", help=".npy (one tensor), .npz (one per key) or a folder")
-    c.add_argument("--model", metavar="M.onnx", help="calibrate every activation of this float ONNX model (needs onnx)")
+    c.add_argument("--model", metavar="M.onnx", help="calibrate every activation of this float model (.onnx, .tflite)")
+    c.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="with --model: who runs it; edgecal (its own runner, its op subset), onnxruntime (any ONNX "
+                   "model), litert (.tflite); default auto: litert for .tflite, edgecal when it runs every op, "
+                   "else onnxruntime")
     c.add_argument("--inputs", dest="model_inputs", action="append", metavar="DIR",
                    help="with --model: .npy/.npz model input batches (arrays named after the model inputs)")
     c.add_argument("--scheme", default="symmetric", help=f"one of: {', '.join(SCHEMES)} (default symmetric)")

@@ -1,7 +1,9 @@
 """Float ONNX models: read, run in float and in int8 with a table, and check what the table costs.
 
 Reading ONNX files needs the ``onnx`` package (``pip install 'edgecal[onnx]'``); the
-runners themselves use numpy and the kernels in `edgecal.reference`.
+runners themselves use numpy and the kernels in `edgecal.reference`. Any other ONNX
+model goes through ONNX Runtime (the ``onnxruntime`` extra): `quantize_onnx` makes its
+int8 model with a table's ranges, `check_onnx` compares the two.
 """
 
 from .activations import calibrate_file, observe_model
@@ -9,9 +11,12 @@ from .check import CheckReport, TensorReport, check_model, sqnr_db
 from .float_run import run_float
 from .graph import OPS, Graph, MissingExtraError, Node, from_onnx, load_graph
 from .int8_run import Int8Model, QParams, quantize_weights
+from .ort_check import OnnxCheckReport, OutputReport, QuantizedTensorReport, check_onnx
+from .ort_quant import QuantizeSummary, quantize_onnx, table_ranges
 
 __all__ = [
-    "OPS", "CheckReport", "Graph", "Int8Model", "MissingExtraError", "Node", "QParams", "TensorReport",
-    "calibrate_file", "check_model", "from_onnx", "load_graph", "observe_model", "quantize_weights", "run_float",
-    "sqnr_db",
+    "OPS", "CheckReport", "Graph", "Int8Model", "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport",
+    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "calibrate_file", "check_model",
+    "check_onnx", "from_onnx", "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float",
+    "sqnr_db", "table_ranges",
 ]

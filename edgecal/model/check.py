@@ -60,8 +60,11 @@ class CheckReport:
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
     """10 log10(signal / error) in dB; inf for an exact match, -inf for a zero signal with error."""
     f = np.asarray(reference, np.float64)
-    err = float(np.sum((f - np.asarray(approx, np.float64)) ** 2))
-    signal = float(np.sum(f * f))
+    return sqnr_from_sums(float(np.sum(f * f)), float(np.sum((f - np.asarray(approx, np.float64)) ** 2)))
+
+
+def sqnr_from_sums(signal: float, err: float) -> float:
+    """`sqnr_db` from its two sums (sum f**2, sum (f - approx)**2), for sums gathered batch by batch."""
     if err == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / err) if signal > 0 else -math.inf

@@ -87,6 +87,7 @@ class ModelSource(Source):
         c = self.config
         self.images = ImageOptions(c["image_layout"], c["image_scale"], tuple(c["image_mean"]), tuple(c["image_std"]))
         self.specs: list[ModelInput] | None = None
+        self._loaded: list[ModelInput] | None = None
         self.selected: list[str] = []
         self._hash: str | None = None
         self._batches: Iterator[Callable[[], Feed]] | None = None
@@ -113,11 +114,27 @@ class ModelSource(Source):
     def open(self) -> None:
         if self.specs is not None:
             return  # already loaded: a reopen goes on where it was
-        self._hash = model_file_hash(self.config["model"])
-        specs, available = self._load()
-        self.selected = self._prepare(self._select(available))
+        specs = self.load()
         self._check_inputs()
         self.specs = specs
+
+    def load(self) -> list[ModelInput]:
+        """Load the model and its runtime once, without reading ``inputs``; returns the model's inputs."""
+        if self._loaded is None:
+            self._hash = model_file_hash(self.config["model"])
+            specs, available = self._load()
+            self.selected = self._prepare(self._select(available))
+            self._loaded = specs
+        return self._loaded
+
+    def run_file(self, path: Path) -> Sample:
+        """The selected activations of one input file, for callers that choose the files (``edgecal calibrate``).
+
+        Loads the model on first use; the token is the file's consumed key. `InputError`
+        when the file does not fit the model or the runtime refuses it.
+        """
+        feed = file_feed(path, self.load(), self.images)
+        return Sample(self._run(feed.arrays, feed.where), token=feed.key)
 
     def read(self, timeout: float) -> Sample | None:
         if self.specs is None:

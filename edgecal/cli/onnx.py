@@ -1,0 +1,193 @@
+"""`quantize`, and the runtime choice of `calibrate --model` and `check`: any ONNX model through ONNX Runtime.
+
+Runtimes: ``edgecal`` is edgecal's own numpy runner (bit-exact TFLite int8 kernels,
+for its op subset, `edgecal.model.OPS`); ``onnxruntime`` runs any ONNX model (the
+``onnxruntime`` extra); ``litert`` runs .tflite models (calibrate only). ``auto``
+(the default) takes litert for a .tflite file, edgecal's runner when it supports
+every op of the model, else ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..calibrator import Calibrator
+from ..errors import InputError
+from ..formats import load_table
+from ..model.graph import Graph, MissingExtraError, load_graph
+from ..model.ort_quant import ACTIVATIONS, INSTALL, import_ort
+from .common import db, fmt, pct, print_rows
+
+RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import_ort()
+    except MissingExtraError:
+        return False
+    return True
+
+
+def pick_runtime(model: str, requested: str) -> tuple[str, Graph | None]:
+    """(runtime, the model read by edgecal's runner when that is the runtime); see the module docstring."""
+    if requested not in ("auto", "edgecal"):
+        return requested, None
+    if requested == "auto" and Path(model).suffix.lower() == ".tflite":
+        return "litert", None
+    try:
+        return "edgecal", load_graph(model)
+    except MissingExtraError:
+        raise
+    except InputError as err:
+        if requested == "edgecal":
+            raise
+        if _has_onnxruntime():
+            return "onnxruntime", None
+        raise InputError(f"{err}; edgecal's runner cannot run this model: pass --runtime onnxruntime after "
+                         f"installing the extra with {INSTALL}") from None
+
+
+def model_reader(model: str, requested: str, inputs: list[str]) -> tuple[Callable[..., Calibrator], str]:
+    """(reader of one input file into a fresh calibrator, runtime) for ``calibrate --model``."""
+    runtime, graph = pick_runtime(model, requested)
+    if graph is not None:
+        from ..model import calibrate_file
+
+        return functools.partial(calibrate_file, graph), runtime
+    from ..sources import source_class
+
+    source = source_class(runtime)(model=model, inputs=str(inputs[0]))
+    source.load()  # a model the runtime refuses fails here, before any file
+    return functools.partial(_calibrate_with_source, source), runtime
+
+
+def _calibrate_with_source(source: Any, path: Path, key: str, bins: int) -> Calibrator:
+    """Every activation the source computes for one file, in a fresh calibrator marked as holding ``key``."""
+    sample = source.run_file(path)
+    part = Calibrator(bins, model_hash=source.model_hash())
+    part.observe_many(sample.arrays)
+    part.consumed.add(key)
+    return part
+
+
+def _check_out(out: str, model: str) -> None:
+    target = Path(out)
+    if target.is_dir():
+        raise InputError(f"--out {out} is a folder; expected the path of the int8 model file")
+    if target.exists() and target.resolve() == Path(model).resolve():
+        raise InputError(f"--out {out} is the float model itself; expected another path")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from ..model.ort_quant import quantize_onnx
+
+    _check_out(args.out, args.model)
+    table = load_table(args.table)
+    s = quantize_onnx(args.model, args.out, table, args.activations, not args.per_tensor,
+                      "float" if args.leave_missing_float else "error")
+    left = f", {len(s.excluded_nodes)} nodes left in float ({len(s.left_float)} tensors not in the table)" \
+        if s.left_float else ""
+    print(f"quantized {args.model} with {s.ranges} ranges from {args.table} ({s.activations} activations, "
+          f"{'per-channel' if s.per_channel else 'per-tensor'} weights): {s.quantize_nodes} QuantizeLinear nodes"
+          f"{left} -> {args.out}")
+    return 0
+
+
+def _batches(args: argparse.Namespace) -> tuple[Callable[[], Iterator[dict[str, np.ndarray]]], Any]:
+    """(maker of the model-input batches, labels) from --data or --inputs, shaped and typed for the model."""
+    from ..model.activations import load_arrays
+    from ..sources import OnnxRuntimeSource
+    from ..sources.inputs import check_feed, file_feed, input_files
+
+    source = OnnxRuntimeSource(model=args.model, inputs=args.inputs or args.data)
+    specs = source.load()
+    if args.data is not None:
+        arrays = load_arrays(args.data)
+        labels = _data_labels(arrays, args)
+        feeds = check_feed(specs, arrays, args.data)
+        return lambda: iter([feeds]), labels
+    files = input_files(args.inputs)
+    labels = _labels_file(args.labels) if args.labels else None
+    return lambda: (file_feed(p, specs, source.images).arrays for p in files), labels
+
+
+def _data_labels(arrays: dict[str, np.ndarray], args: argparse.Namespace) -> Any:
+    if args.labels is None:
+        return None
+    if args.labels not in arrays:
+        raise InputError(f"{args.data}: no array {args.labels!r} for --labels; it holds {', '.join(sorted(arrays))}")
+    return arrays.pop(args.labels)
+
+
+def _labels_file(path: str) -> np.ndarray:
+    from ..model.activations import load_arrays
+
+    arrays = load_arrays(path)
+    if len(arrays) != 1:
+        raise InputError(f"--labels {path} holds {len(arrays)} arrays; expected one array of integer labels")
+    return next(iter(arrays.values()))
+
+
+def cmd_check_onnxruntime(args: argparse.Namespace) -> int:
+    """`check` with ONNX Runtime: quantize into a temporary folder, then compare float and int8."""
+    from ..model.ort_check import check_onnx
+    from ..model.ort_quant import quantize_onnx
+
+    table = load_table(args.table)
+    batches, labels = _batches(args)
+    with tempfile.TemporaryDirectory(prefix="edgecal-check-") as tmp:
+        int8 = Path(tmp) / "model.int8.onnx"
+        quantize_onnx(args.model, int8, table, args.activations, not args.per_tensor)
+        report = check_onnx(args.model, int8, batches(), labels)
+    weights = "per-tensor" if args.per_tensor else "per-channel"
+    if args.json:
+        print(json.dumps({**report.to_dict(), "activations": args.activations, "weights": weights},
+                         indent=2, sort_keys=True))
+        return 0
+    print(f"edgecal check: {args.model} with {args.table}, {report.samples} samples, runtime onnxruntime "
+          f"({args.activations} activations, {weights} weights)")
+    if report.float_accuracy is not None and report.int8_accuracy is not None:
+        change = 100 * (report.int8_accuracy - report.float_accuracy)
+        print(f"top-1 accuracy: float {pct(report.float_accuracy)}, int8 {pct(report.int8_accuracy)} "
+              f"({change:+.2f} points)")
+    for o in report.outputs:
+        agreement = "-" if o.top1_agreement is None else pct(o.top1_agreement)
+        print(f"output {o.name}: top-1 agreement float vs int8 {agreement}, SQNR {db(o.sqnr_db)}")
+    print()
+    rows = [("tensor", "op", "scale", "zp", "SQNR", "own SQNR")]
+    for t in report.tensors:
+        rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db), db(t.own_sqnr_db)))
+    print_rows(rows)
+    print("\nworst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst()))
+    culprit = report.culprit()
+    if culprit is not None:
+        print(f"range costing the most on its own: {culprit.name} (own SQNR {db(culprit.own_sqnr_db)})")
+    return 0
+
+
+def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
+    q = sub.add_parser("quantize", help="write the int8 (QDQ) model ONNX Runtime makes with a table's ranges")
+    q.add_argument("--model", required=True, metavar="M.onnx", help="float ONNX model (any ops ONNX Runtime runs)")
+    q.add_argument("--table", required=True, help="calibration table of the model's tensors (any readable format)")
+    q.add_argument("--out", required=True, metavar="M.int8.onnx", help="int8 model to write")
+    add_quantize_options(q)
+    q.add_argument("--leave-missing-float", action="store_true",
+                   help="leave the nodes of tensors the table lacks in float (default: refuse such a table)")
+    q.set_defaults(func=cmd_quantize)
+
+
+def add_quantize_options(p: argparse.ArgumentParser) -> None:
+    """--activations and --per-tensor, shared by quantize and check."""
+    p.add_argument("--activations", default="s8", choices=ACTIVATIONS,
+                   help="with ONNX Runtime: int8 (s8, default) or uint8 (u8) activations; weights are int8")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="with ONNX Runtime: one scale per weight tensor (default: one per output channel)")
