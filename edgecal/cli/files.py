@@ -13,7 +13,10 @@ from typing import Any
 from ..calibrator import DEFAULT_BINS, Calibrator
 from ..errors import InputError
 from ..formats import detect_format, load_table
-from ..inputs import arrays_in, expand_inputs, input_key
+from ..arrays import arrays_in, expand_inputs, read_arrays
+from ..atomic import check_writable
+from ..identity import file_identity, legacy_identity
+from ..regular_file import open_regular
 from ..methods import method_names
 from ..table import SCHEMES, CalibrationTable
 from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
@@ -24,6 +27,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.scheme not in SCHEMES:
         raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
     read, files = _calibrate_sources(args)
+    _check_before_work(args, files)
     cal = open_state(args.state, args.bins)
     progress = Progress(not args.quiet)
     total = sum(f.stat().st_size for f in files)
@@ -32,8 +36,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for n, path in enumerate(files, 1):
-            key = input_key(path)
-            if key in cal.consumed:
+            key = file_identity(path)
+            if key in cal.consumed or legacy_identity(path) in cal.consumed:
                 skipped += 1
             else:
                 cal.merge(read(path, key, cal.bins))
@@ -72,9 +76,9 @@ def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path]]:
         return _read_file, expand_inputs(args.inputs)
     if args.inputs or not args.model_inputs:
         raise InputError("--model reads its input batches from --inputs DIR; expected no positional INPUT")
-    from ..model import calibrate_file, load_graph
+    from ..model import load_graph
 
-    return functools.partial(calibrate_file, load_graph(args.model)), expand_inputs(args.model_inputs)
+    return functools.partial(_run_model, load_graph(args.model)), expand_inputs(args.model_inputs)
 
 
 def _read_file(path: Path, key: str, bins: int) -> Calibrator:
@@ -86,6 +90,26 @@ def _read_file(path: Path, key: str, bins: int) -> Calibrator:
     return part
 
 
+def _run_model(graph: Any, path: Path, key: str, bins: int) -> Calibrator:
+    """Every activation of the model on one input file (read by `edgecal.arrays`), in a fresh calibrator."""
+    from ..model.activations import feeds_from, observe_model
+    from ..sources.model_inputs import MAX_FEED_BYTES
+
+    part = Calibrator(bins, model_hash=graph.model_hash or None)
+    observe_model(part, graph, feeds_from(graph, read_arrays(path, MAX_FEED_BYTES), str(path)))
+    part.consumed.add(key)
+    return part
+
+
+def _check_before_work(args: argparse.Namespace, files: list[Path]) -> None:
+    """Every input's headers and the places written to, checked before the first byte is ingested."""
+    check_writable(args.out)
+    if args.state:
+        check_writable(args.state)
+    for path in files:
+        arrays_in(path)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     table = load_table(args.table, args.input_format)
     table.save(args.out, format=args.format, **key_values(args.option, "--option"))
@@ -95,11 +119,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
+    with open_regular(path, "table or state") as fh:
+        head = fh.read(4)
     if head == Calibrator._MAGIC:
         _show_state(path, Calibrator.load_state(path))
     else:
