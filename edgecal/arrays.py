@@ -41,6 +41,8 @@ SUFFIXES = (".npy", ".npz")
 CHUNK_BYTES = 8 << 20
 MAX_HEADER_BYTES = 10000  # numpy's own limit for headers it reads without being told otherwise
 MAX_DIMS = 64
+MAX_MEMBERS = 65535  # .npy members of one .npz (zipfile holds every directory entry in memory)
+MAX_DIRECTORY_BYTES = 16 << 20  # the zip central directory, read whole by zipfile
 _MAGIC = b"\x93NUMPY"
 _METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
             zipfile.ZIP_LZMA: "lzma"}
@@ -172,6 +174,7 @@ def read_arrays(path: str | os.PathLike[str], max_bytes: int) -> dict[str, np.nd
 def _npz_arrays(p: Path) -> list[ArrayFile]:
     with open_regular(p, "array file") as raw:
         try:
+            _check_directory(raw, p)
             with zipfile.ZipFile(raw) as zf:
                 infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
                 _check_members(p, infos)
@@ -182,6 +185,29 @@ def _npz_arrays(p: Path) -> list[ArrayFile]:
             raise InputError(f"{p}: not a readable .npz archive ({_why(err)}); expected a zip of .npy files") from err
     return [_described(i.filename[: -len(".npy")], p, i.filename, h, i.file_size, _member_opener(p, i.filename))
             for i, h in zip(infos, headers)]
+
+
+def _check_directory(raw: IO[bytes], p: Path) -> None:
+    """Refuse a zip whose end record claims more entries or directory bytes than edgecal holds in memory."""
+    size = raw.seek(0, os.SEEK_END)
+    tail_at = max(0, size - (22 + 0xFFFF))
+    raw.seek(tail_at)
+    tail = raw.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return  # not a zip: zipfile says so in its own words
+    entries, dir_bytes = struct.unpack_from("<HI", tail, at + 10)
+    locator = at - 20
+    if (entries == 0xFFFF or dir_bytes == 0xFFFFFFFF) and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        (z64_at,) = struct.unpack_from("<Q", tail, locator + 8)
+        raw.seek(z64_at)
+        record = raw.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            entries, dir_bytes = struct.unpack_from("<QQ", record, 32)
+    raw.seek(0)
+    if entries > MAX_MEMBERS or dir_bytes > MAX_DIRECTORY_BYTES:
+        raise InputError(f"{p}: archive directory of {entries} entries in {dir_bytes} bytes; expected at most "
+                         f"{MAX_MEMBERS} entries in {MAX_DIRECTORY_BYTES} bytes")
 
 
 def _check_members(p: Path, infos: list[zipfile.ZipInfo]) -> None:

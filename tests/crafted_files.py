@@ -94,3 +94,13 @@ def state_bytes(bins: int, tensors: list[tuple[str, int, bytes]], consumed: list
     payload = zlib.compress(raw, 1)
     body = STATE_HEAD.pack(b"ECST", 1, 0, bins, len(tensors) if count is None else count, len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def as_zip64_end(data: bytes) -> bytes:
+    """The same zip with a ZIP64 end record (and locator) carrying the entry count and directory size."""
+    at = data.rfind(b"PK\x05\x06")
+    on_disk, total, dir_size, dir_offset, comment_len = struct.unpack_from("<HHIIH", data, at + 8)
+    record = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, on_disk, total, dir_size, dir_offset)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, comment_len)
+    return data[:at] + record + locator + end + data[at + 22:]

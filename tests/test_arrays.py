@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from crafted_files import corrupt_deflate, npy_bytes, npz_bytes, patch_zip_headers
+from crafted_files import as_zip64_end, corrupt_deflate, npy_bytes, npz_bytes, patch_zip_headers
 from edgecal import Calibrator
 from edgecal.arrays import MAX_HEADER_BYTES, arrays_in, read_arrays
 from edgecal.errors import InputError
@@ -136,3 +136,25 @@ def test_a_fifo_named_like_an_array_is_refused_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "pipe.npy")
     with pytest.raises(InputError, match=r"pipe.npy: it is a FIFO; expected a regular file"):
         arrays_in(tmp_path / "pipe.npy")
+
+
+def test_an_archive_directory_claiming_more_entries_than_edgecal_holds_is_refused(tmp_path, monkeypatch):
+    from edgecal import arrays
+
+    np.savez(tmp_path / "many.npz", **{f"t{i}": np.ones(2) for i in range(5)})
+    monkeypatch.setattr(arrays, "MAX_MEMBERS", 4)
+    with pytest.raises(InputError, match=r"many.npz: archive directory of 5 entries in \d+ bytes; expected at most 4"):
+        arrays_in(tmp_path / "many.npz")
+    monkeypatch.setattr(arrays, "MAX_MEMBERS", 5)
+    assert [a.name for a in arrays_in(tmp_path / "many.npz")] == [f"t{i}" for i in range(5)]
+
+
+def test_a_zip64_end_record_is_read_and_its_entry_count_checked(tmp_path, monkeypatch):
+    from edgecal import arrays
+
+    path = tmp_path / "z64.npz"
+    path.write_bytes(as_zip64_end(npz_bytes([(f"t{i}.npy", npy_of(np.arange(3.0) + i)) for i in range(5)])))
+    assert read_arrays(path, max_bytes=1 << 20)["t4"].tolist() == [4.0, 5.0, 6.0]
+    monkeypatch.setattr(arrays, "MAX_MEMBERS", 4)
+    with pytest.raises(InputError, match=r"z64.npz: archive directory of 5 entries"):
+        arrays_in(path)
