@@ -71,7 +71,8 @@ def corrupt_deflate(array: np.ndarray) -> bytes:
 
 # -- states ------------------------------------------------------------------------------------------
 STATE_HEAD = struct.Struct("<4sHHIII")  # magic, schema, reserved, bins, tensors, payload bytes
-HIST_HEAD = struct.Struct("<4sHHIiQQQQQdd")  # magic, schema, reserved, bins, exp, count, zeros, nans, +inf, -inf, min, max
+# magic, schema, reserved, bins, exp, count, zeros, nans, +inf, -inf, min, max
+HIST_HEAD = struct.Struct("<4sHHIiQQQQQdd")
 
 
 def histogram_bytes(bins: int, exp: int, pos: list[int], neg: list[int], zeros: int, vmin: float, vmax: float,

@@ -230,7 +230,8 @@ def _decode_entry(data: bytes, start: int, end: int, index: int) -> tuple[Tensor
         raise StateError(f".ecal entry {index}: float32 scale {scale32!r} is not the exact scale {scale!r} rounded")
     try:
         name = data[start + _FIXED.size : tail_at].decode()
-        info = load_json(data[tail_at + _TAIL.size : tail_at + _TAIL.size + jlen], f".ecal entry {index} is malformed: method")
+        json_at = tail_at + _TAIL.size
+        info = load_json(data[json_at : json_at + jlen], f".ecal entry {index} is malformed: method")
         method, params = info["method"], info["params"]
         flags = _decode_flags(bits, index)
         stats = TensorStats(*counts, None if math.isnan(lo) else lo, None if math.isnan(hi) else hi)
