@@ -19,7 +19,6 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,8 @@ from .atomic import atomic_write
 from .errors import InputError, StateError
 from .histogram import StreamingHistogram, check_bins
 from .methods import DEFAULT_METHOD, get_method
+from .regular_file import read_regular
+from .safe_json import load_json
 from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
 
 log = logging.getLogger("edgecal")
@@ -284,8 +285,13 @@ class Calibrator:
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Calibrator:
-        """Rebuild a calibrator from `to_bytes` output; `StateError` on any damage."""
+    def from_bytes(cls, data: bytes, max_memory: int | None = None) -> Calibrator:
+        """Rebuild a calibrator from `to_bytes` output; `StateError` on any damage or inconsistency.
+
+        The histograms the header claims must fit in ``max_memory`` bytes (default
+        `MAX_STATE_MEMORY`), checked before anything is decompressed; the payload is
+        then inflated one histogram at a time, never beyond what the header claims.
+        """
         data = bytes(data)
         size = cls._HEAD.size
         if data[:4] != cls._MAGIC[: len(data)] or not data:
@@ -303,25 +309,21 @@ class Calibrator:
             cal = cls(bins)
         except InputError as err:
             raise StateError(f"state header is corrupt: {err}") from None
+        _check_state_memory(count, bins, MAX_STATE_MEMORY if max_memory is None else max_memory)
         hsize = StreamingHistogram._HEAD.size + 16 * bins + 4
-        try:
-            raw = zlib.decompressobj().decompress(data[size:-4], 4 + (1 << 26) + count * hsize)
-            (mlen,) = struct.unpack_from("<I", raw)
-            meta = json.loads(raw[4 : 4 + mlen])
-            tensors = meta["tensors"]
-            if len(tensors) != count or len(raw) != 4 + mlen + count * hsize:
-                raise StateError(f"state holds {len(tensors)} tensors in {len(raw)} bytes; header says {count}")
-            offset = 4 + mlen
-            for t in tensors:
-                cal._hists[t["name"]] = StreamingHistogram.from_bytes(raw[offset : offset + hsize])
-                cal._samples[t["name"]] = int(t["samples"])
-                offset += hsize
-            cal.consumed = set(meta["consumed"])
-            cal.model_hash = meta["model_hash"]
-        except StateError:
-            raise
-        except (zlib.error, struct.error, ValueError, KeyError, TypeError) as err:
-            raise StateError(f"state payload is corrupt: {err}") from None
+        payload = _Inflater(data[size:-4])
+        (mlen,) = struct.unpack("<I", payload.take(4))
+        if mlen > _MAX_META_BYTES:
+            raise StateError(f"state metadata of {mlen} bytes; expected at most {_MAX_META_BYTES}")
+        tensors, consumed, model_hash = _state_meta(payload.take(mlen), count)
+        for name, samples in tensors:
+            hist = StreamingHistogram.from_bytes(payload.take(hsize))
+            if not 1 <= samples <= hist.count:
+                raise StateError(f"state tensor {name!r}: {samples} arrays of {hist.count} values; expected "
+                                 "between 1 and the number of values")
+            cal._hists[name], cal._samples[name] = hist, samples
+        payload.finish()
+        cal.consumed, cal.model_hash = consumed, model_hash
         return cal
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
@@ -330,11 +332,8 @@ class Calibrator:
 
     @classmethod
     def load_state(cls, path: str | os.PathLike[str]) -> Calibrator:
-        """Load a checkpoint written by `save_state`."""
-        try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            raise InputError(f"cannot read state {path}: {err.strerror or err}") from err
+        """Load a checkpoint written by `save_state` (a regular file of at most `MAX_STATE_BYTES`)."""
+        data = read_regular(path, MAX_STATE_BYTES, "state")
         try:
             return cls.from_bytes(data)
         except StateError as err:
@@ -347,3 +346,74 @@ class Calibrator:
 
     def __repr__(self) -> str:
         return f"Calibrator(bins={self.bins}, tensors={len(self._hists)}, model_hash={self.model_hash!r})"
+
+
+MAX_STATE_BYTES = 1 << 30  # a state file on disk (compressed)
+MAX_STATE_MEMORY = 2 << 30  # what the histograms a state claims may take in memory once loaded
+_MAX_META_BYTES = 1 << 26
+_INT64_MAX = (1 << 63) - 1
+
+
+def _check_state_memory(count: int, bins: int, limit: int) -> None:
+    """`StateError` when ``count`` histograms of ``bins`` bins would not fit in ``limit`` bytes."""
+    need = count * (_LANE_BYTES_PER_BIN * bins + 16 * bins)
+    if need > limit:
+        raise StateError(f"state claims {count} tensors of {bins} bins ({need} bytes in memory); expected at most "
+                         f"{limit} bytes (max_memory)")
+
+
+_LANE_BYTES_PER_BIN = 64  # StreamingHistogram: 4 lanes x 2 signs x int64 per bin
+
+
+class _Inflater:
+    """The state payload, decompressed exactly as many bytes at a time as asked for."""
+
+    def __init__(self, payload: bytes) -> None:
+        self._d, self._tail = zlib.decompressobj(), payload
+
+    def take(self, n: int) -> bytes:
+        parts, got = [], 0
+        try:
+            while got < n:
+                before = len(self._tail)
+                chunk = self._d.decompress(self._tail, n - got)
+                self._tail = self._d.unconsumed_tail
+                if not chunk and (self._d.eof or len(self._tail) == before):
+                    raise StateError(f"state payload ends early: expected {n - got} more bytes")
+                parts.append(chunk)
+                got += len(chunk)
+        except zlib.error as err:
+            raise StateError(f"state payload is corrupt: {err}") from None
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        try:
+            extra = self._d.decompress(self._tail, 1)
+        except zlib.error as err:
+            raise StateError(f"state payload is corrupt: {err}") from None
+        if extra or not self._d.eof or self._d.unused_data:
+            raise StateError("state payload holds more than its header says; expected nothing after the last tensor")
+
+
+def _state_meta(raw: bytes, count: int) -> tuple[list[tuple[str, int]], set[str], str | None]:
+    """(tensors as (name, samples), consumed keys, model hash) of a state's JSON metadata, checked."""
+    meta = load_json(raw, "state metadata")
+    try:
+        tensors = [(t["name"], t["samples"]) for t in meta["tensors"]]
+        consumed, model_hash = meta["consumed"], meta["model_hash"]
+    except (KeyError, TypeError) as err:
+        raise StateError(f"state metadata lacks {err}; expected tensors, consumed and model_hash") from None
+    names = [n for n, _ in tensors]
+    if len(tensors) != count:
+        raise StateError(f"state metadata lists {len(tensors)} tensors; header says {count}")
+    if not all(isinstance(n, str) and n and "\n" not in n for n in names) or len(set(names)) != len(names):
+        raise StateError(f"state tensor names {names[:5]}...; expected distinct non-empty one-line strings")
+    if not all(type(k) is int and 0 <= k <= _INT64_MAX for _, k in tensors):
+        raise StateError("state sample counts are not integers in [0, 2**63); the data is corrupt")
+    if not isinstance(consumed, list) or not all(isinstance(k, str) for k in consumed) \
+            or len(set(consumed)) != len(consumed):
+        raise StateError("state consumed inputs are not distinct strings; the data is corrupt")
+    if not isinstance(model_hash, (str, type(None))):
+        raise StateError(f"state model_hash is {type(model_hash).__name__}; expected a string or null")
+    return tensors, set(consumed), model_hash
+

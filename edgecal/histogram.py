@@ -331,8 +331,7 @@ class StreamingHistogram:
         if not min_exponent(log2b) <= exp <= 1024:
             raise StateError(f"histogram header is corrupt: exponent {exp} outside [{min_exponent(log2b)}, 1024]")
         counts = np.frombuffer(data, dtype="<i8", count=2 * bins, offset=size)
-        if (counts < 0).any() or int(counts.sum()) + zeros + nans + posinf + neginf != count:
-            raise StateError("histogram counts do not add up to its total: the data is corrupt")
+        _check_content(counts, (count, zeros, nans, posinf, neginf), (vmin, vmax), math.ldexp(1.0, exp - log2b))
         h._lanes[0, : 2 * bins] = counts
         h._lanes[0, 2 * bins] = zeros
         h._special[:] = (nans, posinf, neginf)
@@ -354,3 +353,31 @@ def _chunks(arr: np.ndarray, dtype: np.dtype):
     )
     for chunk in it:
         yield np.ascontiguousarray(chunk)
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _check_content(counts: np.ndarray, totals: tuple[int, ...], ext: tuple[float, float], width: float) -> None:
+    """`StateError` unless a decoded histogram is one `update` could have built (its CRC may be valid)."""
+    count, zeros = totals[0], totals[1]
+    if any(t > _INT64_MAX for t in totals) or (counts < 0).any() or counts.sum(dtype=np.float64) > 2.0**62:
+        raise StateError("histogram counts are negative or beyond int64: the data is corrupt")
+    if int(counts.sum()) + sum(totals[1:]) != count:
+        raise StateError("histogram counts do not add up to its total: the data is corrupt")
+    vmin, vmax = ext
+    if int(counts.sum()) + zeros == 0:
+        if not (vmin == math.inf and vmax == -math.inf):
+            raise StateError(f"histogram holds no finite values but min {vmin!r}, max {vmax!r}; expected none")
+        return
+    bins = counts.size // 2
+    if not (-bins * width < vmin <= vmax < bins * width):
+        raise StateError(f"histogram min {vmin!r}, max {vmax!r} outside its range ±{bins * width!r} or "
+                         "min > max: the data is corrupt")
+    if zeros and not vmin <= 0.0 <= vmax:
+        raise StateError(f"histogram holds zeros but min {vmin!r}, max {vmax!r}: the data is corrupt")
+    for half, extreme in ((counts[:bins], vmax), (counts[bins:], -vmin)):
+        nonzero = np.flatnonzero(half)
+        top = int(extreme / width) if extreme > 0 else -1
+        if (nonzero[-1] if nonzero.size else -1) != top:
+            raise StateError(f"histogram bins do not end at the bin of its extreme {extreme!r}: the data is corrupt")

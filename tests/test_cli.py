@@ -218,17 +218,18 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys):
 
 
 def test_unreadable_file_is_reported(tmp_path, capsys, monkeypatch):
-    from edgecal import inputs
-
     p = tmp_path / "x.npy"
     np.save(p, np.ones(3))
+    real_open = os.open
 
-    def denied(path, mode="r"):
-        raise PermissionError(13, "Permission denied", str(path))
+    def denied(path, flags, *args, **kwargs):
+        if os.fspath(path) == str(p):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(inputs, "open", denied, raising=False)  # root could read a chmod 0 file
+    monkeypatch.setattr(os, "open", denied)  # root could read a chmod 0 file
     assert run("calibrate", p, "-o", tmp_path / "t.json") == 2
-    assert "x.npy: cannot read (Permission denied)" in capsys.readouterr().err
+    assert f"cannot read array file {p}: Permission denied" in capsys.readouterr().err
 
 
 def test_merge_of_states_with_different_bins_fails(tmp_path, capsys):

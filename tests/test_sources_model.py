@@ -14,10 +14,10 @@ import pytest
 
 import source_models
 from edgecal.errors import InputError
-from edgecal.inputs import input_key
+from edgecal.identity import file_identity
 from edgecal.model.graph import MissingExtraError
 from edgecal.sources import LiteRTSource, OnnxRuntimeSource, RunnerSource, SourceExhausted
-from edgecal.sources.inputs import ImageOptions, ModelInput, image_tensor, input_files
+from edgecal.sources.model_inputs import ImageOptions, ModelInput, image_tensor, input_files
 
 DIGITS = str(resources.files("edgecal").joinpath("data/digits_cnn.onnx"))
 DIGITS_TENSORS = ["image", "conv1", "relu1", "dwconv", "relu2", "residual", "pool1", "conv3", "relu3", "pool2", "flat",
@@ -118,7 +118,7 @@ def test_file_batches_carry_their_input_key_and_the_source_ends(tmp_path):
     src = RunnerSource(model=DIGITS, inputs=str(tmp_path / "in"))
     samples = run(src)
     files = sorted((tmp_path / "in").iterdir())
-    assert [src.consumed_key(s.token) for s in samples] == [input_key(f) for f in files]
+    assert [src.consumed_key(s.token) for s in samples] == [file_identity(f) for f in files]
     assert src.stats()["samples"] == 2 and src.stats()["passes"] == 1
     assert src.model_hash() == "sha256:c42004cd98e6c683"  # the digits model's hash as edgecal.model reads it
 
@@ -219,7 +219,7 @@ def test_bad_input_files_are_skipped_with_their_name_and_folders_checked_at_open
     samples = run(src)
     assert [s.arrays["image"].tolist() for s in samples] == [b.tolist() for b in batches]
     assert re.search(r"batch skipped: .*a.npy: input 'image' has shape \(2, 1, 8, 7\); expected Nx1x8x8", caplog.text)
-    assert re.search(r"batch skipped: .*b.npy: not a readable .npy/.npz file", caplog.text)
+    assert re.search(r"batch skipped: .*b.npy: not a NumPy array file", caplog.text)
     assert src.stats()["batches_rejected"] == 2 and src.stats()["samples"] == 2
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no .npy, .npz or image files"):

@@ -13,7 +13,7 @@ import pytest
 
 from edgecal import Calibrator
 from edgecal.errors import InputError
-from edgecal.inputs import input_key
+from edgecal.identity import file_identity
 from edgecal.sources import SourceError, SourceExhausted, SpoolSource
 
 
@@ -84,7 +84,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 BAD_FILES = {
     "garbage.npy": (b"not numpy at all", "not a NumPy array file"),
-    "truncated.npy": (_npy_bytes(np.arange(100.0))[:-40], "damaged data"),
+    "truncated.npy": (_npy_bytes(np.arange(100.0))[:-40], "truncated, found 760 bytes of data, expected 800"),
     "objects.npy": (_npy_bytes(np.array([{"a": 1}], dtype=object)), "dtype object is not real numbers"),
     "complex.npy": (_npy_bytes(np.ones(3, np.complex64)), "dtype complex64 is not real numbers"),
     "empty.npy": (_npy_bytes(np.zeros((0, 3), np.float32)), "is empty"),
@@ -120,7 +120,7 @@ def test_a_damaged_npz_member_and_a_file_over_the_size_cap_are_rejected(tmp_path
         assert read_all(src) == []
     assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == ["a.npz", "big.npy", "bomb.npz"]
     lines = {name: next(m for m in caplog.messages if f"/{name}: " in m) for name in ("a.npz", "big.npy", "bomb.npz")}
-    assert "damaged data" in lines["a.npz"] and "8128 bytes" in lines["big.npy"]
+    assert "a.npz[x.npy]: truncated, found 700 bytes of data, expected 800" in lines["a.npz"] and "8128 bytes" in lines["big.npy"]
     assert "holds 8000 bytes of arrays" in lines["bomb.npz"] and "max_file_bytes" in lines["bomb.npz"]
 
 
@@ -138,7 +138,7 @@ def test_a_restart_between_checkpoint_and_deletion_does_not_fold_a_file_twice(tm
     first = opened(tmp_path)
     sample = first.read(0.5)
     key = first.consumed_key(sample.token)
-    assert key == input_key(path)  # the same identity `edgecal calibrate --state` records
+    assert key == file_identity(path)  # the same identity `edgecal calibrate --state` records
     cal = Calibrator()
     cal.observe_many(sample.arrays)
     cal.consumed.add(key)  # the checkpoint holds the data and the key ... and then the process dies

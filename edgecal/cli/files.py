@@ -12,8 +12,11 @@ from typing import Any
 from ..calibrator import DEFAULT_BINS, Calibrator
 from ..errors import InputError
 from ..formats import detect_format, load_table
-from ..inputs import arrays_in, expand_inputs, input_key
+from ..arrays import arrays_in, expand_inputs
+from ..atomic import check_writable
+from ..identity import file_identity, legacy_identity
 from ..methods import DEFAULT_METHOD, method_names
+from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
 from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
 from .onnx import RUNTIMES
@@ -24,6 +27,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.scheme not in SCHEMES:
         raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
     read, files, runtime = _calibrate_sources(args)
+    _check_before_work(args, files)
     cal = open_state(args.state, args.bins)
     progress = Progress(not args.quiet)
     total = sum(f.stat().st_size for f in files)
@@ -32,8 +36,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for n, path in enumerate(files, 1):
-            key = input_key(path)
-            if key in cal.consumed:
+            key = file_identity(path)
+            if key in cal.consumed or legacy_identity(path) in cal.consumed:
                 skipped += 1
             else:
                 cal.merge(read(path, key, cal.bins))
@@ -90,6 +94,15 @@ def _read_file(path: Path, key: str, bins: int) -> Calibrator:
     return part
 
 
+def _check_before_work(args: argparse.Namespace, files: list[Path]) -> None:
+    """Every input's headers and the places written to, checked before the first byte is ingested."""
+    check_writable(args.out)
+    if args.state:
+        check_writable(args.state)
+    for path in files:
+        arrays_in(path)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     table = load_table(args.table, args.input_format)
     table.save(args.out, format=args.format, **key_values(args.option, "--option"))
@@ -99,11 +112,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
+    with open_regular(path, "table or state") as fh:
+        head = fh.read(4)
     if head == Calibrator._MAGIC:
         _show_state(path, Calibrator.load_state(path))
     else:

@@ -106,7 +106,7 @@ def _batches(args: argparse.Namespace) -> tuple[Callable[[], Iterator[dict[str, 
     """(maker of the model-input batches, labels) from --data or --inputs, shaped and typed for the model."""
     from ..model.activations import load_arrays
     from ..sources import OnnxRuntimeSource
-    from ..sources.inputs import check_feed, file_feed, input_files
+    from ..sources.model_inputs import check_feed, file_feed, input_files
 
     source = OnnxRuntimeSource(model=args.model, inputs=args.inputs or args.data)
     specs = source.load()

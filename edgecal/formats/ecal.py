@@ -96,7 +96,8 @@ import zlib
 from typing import Any
 
 from ..errors import InputError, StateError
-from ..table import FLAGS, CalibrationTable, TensorCalibration, TensorStats
+from ..safe_json import load_json
+from ..table import CalibrationTable, TensorCalibration, TensorStats
 from .registry import Format, register_format
 
 MAGIC = b"ECAL"
@@ -192,9 +193,9 @@ def _need(start: int, size: int, end: int, what: str) -> None:
 def _read_meta(data: bytes, start: int, size: int, end: int) -> dict[str, Any]:
     _need(start, size, end, "metadata")
     try:
-        meta = json.loads(data[start : start + size].decode())
+        meta = load_json(data[start : start + size], ".ecal metadata")
         fields = {k: meta[k] for k in ("created", "edgecal_version", "model_hash")}
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise StateError(f".ecal metadata is not the expected JSON object ({err!r})") from err
     texts = (fields["created"], fields["edgecal_version"])
     if not all(isinstance(v, str) and v for v in texts) or not isinstance(fields["model_hash"], (str, type(None))):
@@ -231,7 +232,8 @@ def _decode_entry(data: bytes, start: int, end: int, index: int) -> tuple[Tensor
         raise StateError(f".ecal entry {index}: float32 scale {scale32!r} is not the exact scale {scale!r} rounded")
     try:
         name = data[start + _FIXED.size : tail_at].decode()
-        info = json.loads(data[tail_at + _TAIL.size : tail_at + _TAIL.size + jlen].decode())
+        json_at = tail_at + _TAIL.size
+        info = load_json(data[json_at : json_at + jlen], f".ecal entry {index} is malformed: method")
         method, params = info["method"], info["params"]
         flags = _decode_flags(bits, index)
         stats = TensorStats(*counts, None if math.isnan(lo) else lo, None if math.isnan(hi) else hi)

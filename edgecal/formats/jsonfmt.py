@@ -12,6 +12,7 @@ import zlib
 from typing import Any
 
 from ..errors import InputError, StateError
+from ..safe_json import load_json
 from ..table import CalibrationTable, TensorCalibration
 from .registry import Format, register_format
 
@@ -53,10 +54,7 @@ def doc_to_table(doc: Any) -> CalibrationTable:
 
 
 def read_json(data: bytes) -> CalibrationTable:
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StateError(f"not valid JSON ({err})") from err
+    doc = load_json(bytes(data), "table")
     if not isinstance(doc, dict) or "crc32" not in doc:
         raise StateError("table JSON has no crc32 field; expected an edgecal table")
     stored = doc.pop("crc32")

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..atomic import atomic_write
 from ..errors import InputError, StateError, UnknownNameError
+from ..regular_file import read_regular
 
 if TYPE_CHECKING:
     from ..table import CalibrationTable
+
+MAX_TABLE_BYTES = 256 << 20  # a table is a few hundred bytes per tensor
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,8 @@ def save_table(table: CalibrationTable, path: str | os.PathLike[str], format: st
 
 
 def load_table(path: str | os.PathLike[str], format: str | None = None) -> CalibrationTable:
-    """Read a table from ``path`` in ``format`` or the format its content shows."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read table {path}: {err.strerror or err}") from err
+    """Read a table (a regular file of at most `MAX_TABLE_BYTES`) in ``format`` or the format its content shows."""
+    data = read_regular(path, MAX_TABLE_BYTES, "table")
     fmt = get_format(format) if format else detect_format(path, data[:64])
     if fmt.read is None:
         readable = ", ".join(f.name for f in _FORMATS.values() if f.read is not None)

@@ -7,16 +7,19 @@ in numpy and hands over each intermediate tensor, named as in the model.
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from ..arrays import read_arrays
 from ..calibrator import Calibrator
 from ..errors import InputError
 from .float_run import run_float
 from .graph import Graph
+
+
+MAX_BATCH_BYTES = 1 << 30  # one input file is one batch in memory
 
 
 def observe_model(cal: Calibrator, graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
@@ -37,17 +40,9 @@ def feeds_from(graph: Graph, arrays: Mapping[str, np.ndarray], where: str) -> di
                      f"({', '.join(names)}), or a single array for a single-input model")
 
 
-def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Arrays of a .npy (named by the stem) or .npz file; `InputError` when it cannot be read."""
-    p = Path(path)
-    try:
-        loaded = np.load(p, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return {p.stem: loaded}
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(f"{p}: not a readable .npy/.npz file ({err})") from err
+def load_arrays(path: str | os.PathLike[str], max_bytes: int = MAX_BATCH_BYTES) -> dict[str, np.ndarray]:
+    """Arrays of a .npy (named by the stem) or .npz file, read by `edgecal.arrays` (headers checked, size capped)."""
+    return read_arrays(path, max_bytes)
 
 
 def calibrate_file(graph: Graph, path: Path, key: str, bins: int) -> Calibrator:

@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..model.graph import MissingExtraError
 from .base import register_source
 from .fields import at_least
-from .inputs import ModelInput
+from .model_inputs import ModelInput
 from .model import MODEL_FIELDS, ModelSource
 
 FLOATS = (np.float16, np.float32, np.float64)

@@ -1,6 +1,6 @@
 """`ModelSource`: what the three model sources (onnxruntime, litert, runner) share.
 
-A model source runs a float model on its inputs (`edgecal.sources.inputs`: a folder of
+A model source runs a float model on its inputs (`edgecal.sources.model_inputs`: a folder of
 arrays or images, or an entry point) and delivers one `Sample` per batch holding every
 float tensor the model computes (graph inputs and every intermediate and output
 tensor), or the ``tensors`` subset. After the last batch it raises `SourceExhausted`,
@@ -32,7 +32,7 @@ from ..errors import InputError
 from .base import Sample, Source, SourceExhausted
 from .fields import (Counters, checked_config, entry_point, exactly_one, names, non_empty, numbers, one_of,
                      positive)
-from .inputs import (Feed, ImageOptions, ModelInput, entry_point_items, file_feed, input_files, item_feed,
+from .model_inputs import (Feed, ImageOptions, ModelInput, entry_point_items, file_feed, input_files, item_feed,
                      load_entry_point)
 
 log = logging.getLogger("edgecal")

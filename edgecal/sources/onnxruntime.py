@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..model.graph import MissingExtraError
 from .base import register_source
 from .fields import at_least
-from .inputs import ModelInput
+from .model_inputs import ModelInput
 from .model import MODEL_FIELDS, ModelSource
 
 FLOAT_ELEM_TYPES = (1, 10, 11)  # onnx TensorProto FLOAT, FLOAT16, DOUBLE

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..model.float_run import run_float
 from ..model.graph import Graph, load_graph
 from .base import register_source
-from .inputs import ModelInput
+from .model_inputs import ModelInput
 from .model import ModelSource
 
 

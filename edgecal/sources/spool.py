@@ -6,13 +6,17 @@ time, oldest name first within each listing. Only complete files are taken: a wr
 saves to a dotfile or a ``*.tmp`` name and renames it into place (a rename is atomic),
 or, if it cannot, the source is given ``min_age`` seconds to let files settle.
 
-A file whose header or data is bad, or that is larger than ``max_file_bytes``, is moved
-to the ``rejected/`` subfolder with an error logged; the source carries on. A good
+A file whose header or data is bad (anything `edgecal.arrays` refuses), or that is
+larger than ``max_file_bytes``, is moved to the ``rejected/`` subfolder (``name.1``,
+``name.2``, ... when that name is taken) with an error saying why and where it went;
+the source carries on with the next file. A good
 file stays where it is until `SpoolSource.commit` is called for its token (its path):
 the daemon does that once the file's data is in a checkpoint, so nothing is lost to a
-crash. Its `consumed_key` (path, size, modification time: as `edgecal.inputs.input_key`)
-is recorded in that checkpoint, so a restart between the checkpoint and the deletion
-never folds a file twice.
+crash. Its `consumed_key` (`edgecal.identity.file_identity`: path, size, modification
+time and inode, as ``edgecal calibrate --state`` records) is recorded in that
+checkpoint, so a restart between the checkpoint and the deletion never folds a file
+twice, and a file dropped again under the same name and size is never taken for the
+one already read (the inode differs even where mtime has a resolution of seconds).
 
 >>> import numpy as np, tempfile, os
 >>> folder = tempfile.mkdtemp()
@@ -31,17 +35,15 @@ import logging
 import os
 import threading
 import time
-import zipfile
-import zlib
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..arrays import SUFFIXES, arrays_in
 from ..config import Field
 from ..errors import InputError
-from ..inputs import SUFFIXES, arrays_in
+from ..identity import file_identity
 from .base import Sample, Source, SourceError, SourceExhausted, register_source
 from .fields import Counters, at_least, checked_config, non_empty, non_negative, positive
 
@@ -50,25 +52,14 @@ REJECTED = "rejected"
 SCAN_BATCH = 256  # names taken from one listing: memory stays small however full the folder is
 
 
-def file_key(path: str, st: os.stat_result) -> str:
-    """The identity recorded as consumed: resolved path, size, modification time (ns)."""
-    return f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
-
-
 def load_sample_file(path: str, max_bytes: int) -> dict[str, np.ndarray]:
     """Every array of one spool file; `InputError` saying what is wrong with it."""
-    described = arrays_in(path)  # headers, dtypes and emptiness checked before any data is read
+    described = arrays_in(path)  # every header and size checked before any data is read
     total = sum(a.nbytes for a in described)
     if total > max_bytes:
         raise InputError(f"{path}: holds {total} bytes of arrays; this spool takes at most {max_bytes} "
                          "per file (max_file_bytes)")
-    try:
-        if path.lower().endswith(".npz"):
-            with np.load(path, allow_pickle=False) as npz:
-                return {a.name: npz[a.name] for a in described}
-        return {described[0].name: np.load(path, allow_pickle=False)}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise InputError(f"{path}: damaged data ({err})") from err
+    return {a.name: a.read() for a in described}
 
 
 @register_source
@@ -159,7 +150,7 @@ class SpoolSource(Source):
             key = self._pending.get(token)
         if key is None:
             try:
-                key = file_key(str(token), os.stat(token))
+                key = file_identity(str(token))
             except OSError:
                 return None
         return key
@@ -225,7 +216,7 @@ class SpoolSource(Source):
             self._reject(path, str(err).removeprefix(f"{path}: "))
             return None
         with self._lock:
-            self._pending[path] = file_key(path, st)
+            self._pending[path] = file_identity(path, st)
         self._full_logged = False
         sample = Sample(arrays, token=path)
         self._counters.add("samples")
@@ -261,7 +252,7 @@ class SpoolSource(Source):
         """Delete a committed file; False when it cannot be (it then stays pending, never read again)."""
         try:
             st = os.stat(path)
-            if key is not None and file_key(path, st) != key:
+            if key is not None and file_identity(path, st) != key:
                 self._counters.add("files_replaced")  # a new file under the same name: read it later
                 log.info("spool: %s changed after it was read; keeping the new file", path)
                 return True

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import SUFFIXES, read_arrays
 from ..errors import InputError
-from ..inputs import SUFFIXES
-from ..model.activations import load_arrays
+from ..identity import file_identity
 from ..model.graph import MissingExtraError
-from .spool import file_key
 
+MAX_FEED_BYTES = 1 << 30  # one array file is one batch in memory
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".pnm", ".tif", ".tiff", ".webp")
 
 
@@ -115,8 +115,8 @@ def check_feed(specs: list[ModelInput], arrays: Mapping[str, Any], where: str) -
     return out
 
 
-def file_feed(path: Path, specs: list[ModelInput], images: ImageOptions) -> Feed:
-    """The batch of one array or image file; `InputError` naming the file when it does not fit."""
+def file_feed(path: Path, specs: list[ModelInput], images: ImageOptions, max_bytes: int = MAX_FEED_BYTES) -> Feed:
+    """The batch of one array or image file (arrays of at most ``max_bytes``); `InputError` naming the file."""
     where = str(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if len(specs) != 1:
@@ -124,9 +124,9 @@ def file_feed(path: Path, specs: list[ModelInput], images: ImageOptions) -> Feed
                              f"{', '.join(s.name for s in specs)}")
         arrays: Mapping[str, Any] = {specs[0].name: image_tensor(path, specs[0], images)}
     else:
-        arrays = load_arrays(path)
+        arrays = read_arrays(path, max_bytes)
     try:
-        key: str | None = file_key(where, path.stat())
+        key: str | None = file_identity(path)
     except OSError:
         key = None
     return Feed(check_feed(specs, arrays, where), key, where)
