@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,6 +168,60 @@ def test_sigusr1_emits_and_sighup_reloads_keeping_histograms(tmp_path):
     assert entries(table) == entries(direct_table(samples, "minmax"))  # all 8 samples: histograms survived
 
 
+class StderrLines:
+    """The daemon's stderr, read line by line in a thread while it runs."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        self.thread.start()
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in list(self.lines) if text in line]
+
+
+BAD_RELOADS = [
+    (lambda t: "calibrator = 5\n" + t, "line 1: [calibrator]: expected a table, found 5"),
+    (lambda t: "source = [1, 2]\n" + t.split("[[source]]")[0], "line 1: [[source]]: expected an array of tables"),
+    (lambda t: t.split("[[source]]")[0] + '[[source]]\nkind = "runner"\nmodel = "m"\ninputs = "a"\nentry_point = "b:c"\n',
+     "give exactly one of inputs or entry_point"),
+    (lambda t: t.replace("every_samples = 0", "every_samples = 0\nparams = {bins = 3}"), "has no parameter 'bins'"),
+    (lambda t: t.replace("queue_samples = 4", "queue_samples = true"), "queue_samples: expected an integer"),
+]
+
+
+def test_sighup_with_a_type_wrong_config_keeps_the_old_one_and_says_why_in_one_line(tmp_path):
+    cfg = write_config(tmp_path)
+    good = cfg.read_text()
+    notify = Notifications(tmp_path / "notify")
+    proc = start(cfg, notify)
+    err = StderrLines(proc)
+    rng = np.random.default_rng(7)
+    samples = []
+    try:
+        notify.wait_for("READY=1", proc=proc)
+        for k, (edit, why) in enumerate(BAD_RELOADS):
+            cfg.write_text(edit(good))
+            proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: len(err.matching("reload refused")) == k + 1, timeout=20)
+            assert why in err.matching("reload refused")[-1]
+            samples += [drop(tmp_path / "spool", 10 * k + i, rng) for i in range(2)]
+            wait_until(lambda: spool_empty(tmp_path / "spool") or proc.poll() is not None)  # the old source still runs
+            assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    err.thread.join(5)
+    refused = err.matching("reload refused")
+    assert len(refused) == len(BAD_RELOADS) and all(str(cfg) in line for line in refused)
+    assert not [line for line in err.lines if "Traceback" in line]
+    table = CalibrationTable.load(tmp_path / "table.json")
+    assert {e.method for e in table.values()} == {"kl"}  # the old config is still the one in force
+    assert entries(table) == entries(direct_table(samples))
+    assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 2 * len(BAD_RELOADS)
+
+
 def test_every_samples_writes_tables_and_exhausted_sources_stop_the_daemon(tmp_path):
     cfg = write_config(tmp_path, every=3, drain=True)
     rng = np.random.default_rng(2)
@@ -211,8 +266,14 @@ def test_kill_9_at_a_random_moment_loses_nothing_from_a_spool(tmp_path):
         (lambda t: t.replace("queue_samples = 4", "queue_samples = \"many\""), r"line 12: \[daemon\] queue_samples: expected an integer"),
         (lambda t: t.replace('kind = "spool"', 'kind = "usb"'), r"\[\[source\]\] #1 kind: unknown 'usb'; known: .*spool"),
         (lambda t: t.replace('method = "kl"', 'method = "entropy"'), r"\[output\] method: unknown 'entropy'"),
-        (lambda t: t.replace("every_samples = 0", "every_samples = 0\nparams = {bins = 3}"), r"\[output\]: method 'kl' has no parameter 'bins'"),
+        (lambda t: t.replace("every_samples = 0", "every_samples = 0\nparams = {bins = 3}"), r"line 10: \[output\] params: method 'kl' has no parameter 'bins'"),
         (lambda t: t.replace("drain = false", "drain = false\nport = 3"), r"\[\[source\]\] #1 port: unknown key"),
+        (lambda t: "calibrator = 5\n" + t, r"line 1: \[calibrator\]: expected a table, found 5$"),
+        (lambda t: "source = [1, 2]\n" + t.split("[[source]]")[0], r"line 1: \[\[source\]\]: expected an array of tables"),
+        (lambda t: t.replace("[state]", "[[state]]"), r"line 2: \[state\]: expected a table, found \[\{"),
+        (lambda t: t.replace("checkpoint_interval = 0.2", "checkpoint_interval = inf"), r"line 4: \[state\] checkpoint_interval: expected a finite number"),
+        (lambda t: t.split("[[source]]")[0] + '[[source]]\nkind = "runner"\nmodel = "m.onnx"\ninputs = "a"\nentry_point = "b:c"\n',
+         r"line 15: \[\[source\]\] #1: source runner: give exactly one of inputs or entry_point"),
     ],
 )
 def test_bad_config_is_one_error_naming_key_and_line_before_anything_starts(tmp_path, edit, message):
@@ -316,13 +377,13 @@ def test_the_example_config_is_valid(tmp_path):
     text = example.read_text().replace("/var/lib/edgecal", str(tmp_path)).replace("/var/spool/edgecal", str(tmp_path))
     (tmp_path / "edgecal.toml").write_text(text)
     s = load_settings(tmp_path / "edgecal.toml")
-    assert s.output["every_seconds"] == 3600.0 and s.sources == [
-        {"kind": "spool", "path": str(tmp_path), "poll_interval": 0.5, "min_age": 0.0, "max_file_bytes": 256 << 20,
-         "max_pending": 10000, "drain": False}]
+    assert s.output.every_seconds == 3600.0 and [(src.kind, dict(src.options), src.label) for src in s.sources] == [
+        ("spool", {"path": str(tmp_path), "poll_interval": 0.5, "min_age": 0.0, "max_file_bytes": 256 << 20,
+                   "max_pending": 10000, "drain": False}, "spool#1")]
     blocks = text.split("\n\n")
     live = [b for b in blocks if b.startswith("# [[source]]") and ('"socket"' in b or '"serial"' in b)]
     assert len(live) == 2
     for block in live:  # the commented socket and serial examples are valid once uncommented
         text = text.replace(block, "\n".join(line[2:] for line in block.splitlines()))
     (tmp_path / "edgecal.toml").write_text(text)
-    assert [src["kind"] for src in load_settings(tmp_path / "edgecal.toml").sources] == ["spool", "socket", "serial"]
+    assert [src.kind for src in load_settings(tmp_path / "edgecal.toml").sources] == ["spool", "socket", "serial"]
