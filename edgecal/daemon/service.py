@@ -30,6 +30,7 @@ from ..sources import Source, source_class
 from .notify import Notifier
 from .runner import SourceRunner
 from .settings import Settings, SourceSettings, load_settings
+from .tensors import TensorBudget
 
 log = logging.getLogger("edgecal")
 STOP_BUDGET = 5.0  # seconds for source threads to finish; systemd allows far more
@@ -83,6 +84,7 @@ class Daemon:
         s = self.settings
         self.sources = build_sources(s.sources)
         self.cal = load_checkpoint(Path(s.state.path), s.calibrator.bins, s.calibrator.model_hash)
+        self.tensors = TensorBudget(s.calibrator.max_tensors, self.cal.names())
         self.queue: queue.Queue[tuple[SourceRunner, Any]] = queue.Queue(s.daemon.queue_samples)
         self.runners: list[SourceRunner] = []
         self.pending: dict[SourceRunner, list[tuple[Any, str | None]]] = {}
@@ -165,7 +167,9 @@ class Daemon:
         else:
             try:
                 for name, array in sample.arrays.items():
-                    self.cal.observe(name, array)
+                    if self.tensors.admit(name):
+                        self.cal.observe(name, array)
+                        self.tensors.add(name)
             except EdgecalError as err:
                 self.counts["rejected"] += 1
                 log.warning("source %s: sample rejected: %s", runner.label, err)
@@ -260,6 +264,7 @@ class Daemon:
             log.warning("reload: bins stay %d (the histograms are kept); restart to change them", self.cal.bins)
         if new.daemon.queue_samples != old.daemon.queue_samples:
             log.warning("reload: queue_samples stays %d; restart to change it", old.daemon.queue_samples)
+        self.tensors.limit = new.calibrator.max_tensors
         if sources is not self.sources:
             self._checkpoint()
             for r in self.runners:
@@ -271,12 +276,13 @@ class Daemon:
         log.info("reloaded %s", new.path)
 
     def provenance(self) -> dict[str, Any]:
-        return {**self.counts, "sources": {r.label: r.stats() for r in self.runners}}
+        return {**self.counts, **self.tensors.counts(), "sources": {r.label: r.stats() for r in self.runners}}
 
     def status_line(self) -> str:
         dropped = sum(r.stats().get("dropped_queue_full", 0) for r in self.runners)
+        refused = self.tensors.counts()["tensors_refused"]
         return (f"{self.counts['samples']} samples, {len(self.cal.names())} tensors, {dropped} dropped, "
-                f"{self.counts['tables']} tables, {self.counts['checkpoints']} checkpoints, "
+                f"{refused} tensors refused, {self.counts['tables']} tables, {self.counts['checkpoints']} checkpoints, "
                 f"{self.counts['write_errors']} write errors")
 
 

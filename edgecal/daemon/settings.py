@@ -49,6 +49,8 @@ class CalibratorSettings:
 
     bins: int = setting(int, DEFAULT_BINS, _power_of_two)
     model_hash: str | None = setting(str, None)
+    #: histograms kept at most; tensors with further names are refused and counted (memory bound)
+    max_tensors: int = setting(int, 1024, between(1, MAX_TENSORS))
 
 
 @dataclass(frozen=True)
