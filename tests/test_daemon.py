@@ -387,3 +387,58 @@ def test_the_example_config_is_valid(tmp_path):
         text = text.replace(block, "\n".join(line[2:] for line in block.splitlines()))
     (tmp_path / "edgecal.toml").write_text(text)
     assert [src.kind for src in load_settings(tmp_path / "edgecal.toml").sources] == ["spool", "socket", "serial"]
+
+
+def huge_counter_state(cal: Calibrator, value: int = 1 << 63) -> bytes:
+    """``cal``'s state with its first histogram's total and zero counter set to ``value``, every CRC valid."""
+    import struct
+    import zlib
+
+    data = cal.to_bytes()
+    head = Calibrator._HEAD
+    raw = bytearray(zlib.decompress(data[head.size:-4]))
+    (mlen,) = struct.unpack_from("<I", raw)
+    hist = 4 + mlen
+    hsize = len(cal.histogram(cal.names()[0]).to_bytes())
+    struct.pack_into("<QQ", raw, hist + 16, value, value)  # count, zeros: they still add up
+    struct.pack_into("<I", raw, hist + hsize - 4, zlib.crc32(bytes(raw[hist:hist + hsize - 4])))
+    payload = zlib.compress(bytes(raw))
+    _, schema, _, bins, count, _ = head.unpack_from(data)
+    body = head.pack(Calibrator._MAGIC, schema, 0, bins, count, len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_checkpoint_with_a_counter_of_2_63_falls_back_to_the_previous_one(tmp_path, caplog):
+    path = tmp_path / "state.ecst"
+    old, bomb = Calibrator(bins=16), Calibrator(bins=16)
+    old.observe("t", np.arange(5.0))
+    bomb.observe("t", np.zeros(3))
+    path.write_bytes(huge_counter_state(bomb))
+    (tmp_path / "state.ecst.prev").write_bytes(old.to_bytes())
+    assert load_checkpoint(path, 16, None) == old
+    assert "state.ecst is unusable (OverflowError" in caplog.text
+    (tmp_path / "state.ecst.prev").write_bytes(huge_counter_state(bomb, (1 << 64) - 1))
+    assert load_checkpoint(path, 16, "m").names() == []  # neither is usable: a fresh start, not a crash
+
+
+def test_the_daemon_starts_from_prev_when_the_checkpoint_holds_a_counter_of_2_63(tmp_path):
+    cfg = write_config(tmp_path, drain=True)
+    cfg.write_text(cfg.read_text().replace("[state]", "[calibrator]\nbins = 16\n\n[state]"))
+    rng = np.random.default_rng(8)
+    before = [drop(tmp_path / "spool", i, rng) for i in range(2)]
+    prev = Calibrator(bins=16)
+    for s in before:
+        prev.observe_many(s)
+    bomb = Calibrator(bins=16)
+    bomb.observe("conv", np.zeros(3, np.float32))
+    (tmp_path / "state.ecst").write_bytes(huge_counter_state(bomb))
+    (tmp_path / "state.ecst.prev").write_bytes(prev.to_bytes())
+    for p in (tmp_path / "spool").glob("*.npz"):
+        p.unlink()
+    for i in range(3):
+        drop(tmp_path / "spool", 10 + i, rng)
+    done = subprocess.run([sys.executable, "-m", "edgecal", "daemon", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "state.ecst is unusable (OverflowError" in done.stderr
+    assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 5  # 2 from .prev, 3 new
