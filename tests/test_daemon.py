@@ -442,3 +442,51 @@ def test_the_daemon_starts_from_prev_when_the_checkpoint_holds_a_counter_of_2_63
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "state.ecst is unusable (OverflowError" in done.stderr
     assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 5  # 2 from .prev, 3 new
+
+
+def unit_writable_paths(text: str) -> list[Path]:
+    """The folders a unit may write under ProtectSystem=strict."""
+    roots = {"StateDirectory": "/var/lib", "CacheDirectory": "/var/cache", "RuntimeDirectory": "/run",
+             "LogsDirectory": "/var/log"}
+    out = []
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        for item in value.split():
+            if key in roots:
+                out.append(Path(roots[key]) / item)
+            elif key == "ReadWritePaths":
+                out.append(Path(item.lstrip("-+")))
+    return out
+
+
+def example_written_paths(text: str) -> dict[str, Path]:
+    """Every folder the example config (its commented sources enabled) makes the daemon write in."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    for block in text.split("\n\n"):  # the commented [[source]] examples, enabled
+        if block.startswith("# [[source]]"):
+            text = text.replace(block, "\n".join(line[2:] for line in block.splitlines()))
+    cfg = tomllib.loads(text)
+    out = {"[state] path": Path(cfg["state"]["path"]).parent, "[output] path": Path(cfg["output"]["path"]).parent}
+    for i, src in enumerate(cfg["source"]):
+        if src["kind"] == "spool":
+            out[f"spool #{i + 1}"] = Path(src["path"])  # files deleted, bad ones moved to rejected/
+        elif src["kind"] == "socket":
+            out[f"socket #{i + 1}"] = Path(src["path"]).parent  # the socket file is created and removed
+    return out
+
+
+def test_the_daemon_unit_may_write_every_path_the_example_config_writes():
+    root = Path(__file__).resolve().parent.parent / "scripts"
+    unit = (root / "systemd" / "edgecal.service").read_text()
+    assert "ProtectSystem=strict" in unit
+    writable = unit_writable_paths(unit)
+    written = example_written_paths((root / "edgecal.toml").read_text())
+    assert {"[state] path", "[output] path", "spool #1", "socket #2"} <= set(written)
+    for what, path in written.items():
+        assert any(path == w or w in path.parents for w in writable), f"{what}: {path} is read-only under {writable}"
+    cache = re.search(r"NUMBA_CACHE_DIR=%C/(\S+)", unit).group(1)
+    assert any(Path("/var/cache") / cache == w or w in (Path("/var/cache") / cache).parents for w in writable)
