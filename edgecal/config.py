@@ -170,8 +170,9 @@ def parse_config(text: str, schema: Schema) -> dict[str, Any]:
     for fixed fields, or one whose result depends on the entry (a ``kind`` key that
     decides the other keys). Any other table must be a single table.
     """
+    toml = _tomllib()  # outside the try: a missing parser is not a fault of the file
     try:
-        raw = _tomllib().loads(text)
+        raw = toml.loads(text)
     except ValueError as err:  # tomllib.TOMLDecodeError says the line and column itself
         raise ConfigError(f"not valid TOML: {err}") from None
     lines = key_lines(text)

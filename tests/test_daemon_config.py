@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import pytest
 
@@ -163,3 +164,24 @@ STATE = '[state]\npath = "/s"\n'
 def test_a_table_of_the_wrong_type_is_one_error_not_a_crash(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(text, SCHEMA)
+
+
+def test_without_a_toml_parser_the_error_names_the_missing_package_not_the_file(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10 ...
+    monkeypatch.setitem(sys.modules, "tomli", None)  # ... with tomli missing
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD, SCHEMA)
+    message = str(info.value)
+    assert "needs the tomli package" in message and "pip install 'tomli>=1.1'" in message
+    assert "not valid TOML" not in message and "edgecal[" not in message
+
+
+def test_tomli_is_a_dependency_where_python_has_no_tomllib():
+    from importlib.metadata import requires
+
+    tomli = [r for r in requires("edgecal") or [] if r.startswith("tomli")]
+    assert len(tomli) == 1 and 'python_version < "3.11"' in tomli[0] and "extra" not in tomli[0], tomli
+    if sys.version_info < (3, 11):
+        import tomli as parser  # installed with edgecal
+
+        assert parser.loads(GOOD)["state"]["checkpoint_interval"] == 5
