@@ -61,7 +61,12 @@ class Field:
             return value, f"expected {_TYPE_NAMES.get(self.type, self.type.__name__)}, found {_short(value)}"
         if self.type is float and not math.isfinite(value):
             return value, f"expected a finite number, found {value!r}"
-        return value, self.check(value) if self.check else None
+        if self.check is None:
+            return value, None
+        try:
+            return value, self.check(value)
+        except (ValueError, TypeError, OverflowError) as err:  # e.g. a path with a NUL character
+            return value, f"cannot be used: {err}; found {_short(value)}"
 
 
 # -- checks: one wording for the daemon's tables and every source's keys ---------------------------

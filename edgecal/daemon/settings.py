@@ -40,6 +40,8 @@ def _power_of_two(v: int) -> str | None:
 
 
 def _folder_exists(v: str) -> str | None:
+    if not v.strip() or "\0" in v:
+        return f"expected a file path, found {v!r}"
     return None if Path(v).parent.is_dir() else f"folder {Path(v).parent} does not exist"
 
 
@@ -135,9 +137,8 @@ def check_method_params(output: OutputSettings) -> None:
         raise InputError(str(err) or type(err).__name__) from None
 
 
-def _check_output(output: OutputSettings) -> None:
-    fmt = get_format(output.format) if output.format else detect_format(output.path)
-    fmt.check_options(dict(output.options))
+def _format(output: OutputSettings) -> Any:
+    return get_format(output.format) if output.format else detect_format(output.path)
 
 
 def _check(what: str, line: int | None, check: Callable[[], None]) -> None:
@@ -156,7 +157,9 @@ def parse_settings(text: str, path: str | Path) -> Settings:
     tables = {name: cls(**_frozen(cfg[name])) for name, cls in TABLES.items()}
     out = tables["output"]
     _check("[output] params", lines.get(("output", 0, "params")), lambda: check_method_params(out))
-    _check("[output]", lines.get(("output", 0, "options")) or lines.get(("output", 0, "path")), lambda: _check_output(out))
+    key = "format" if out.format else "path"
+    _check(f"[output] {key}", lines.get(("output", 0, key)), lambda: _format(out))
+    _check("[output] options", lines.get(("output", 0, "options")), lambda: _format(out).check_options(dict(out.options)))
     sources = []
     for i, entry in enumerate(cfg["source"]):
         options = {k: v for k, v in entry.items() if k != "kind"}
