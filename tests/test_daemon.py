@@ -107,6 +107,11 @@ def start(cfg: Path, notify: Notifications | None = None, watchdog_usec: int | N
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def records(caplog) -> list:
+    """caplog's records, each once (a record can reach it through the root and the edgecal logger both)."""
+    return list({id(r): r for r in caplog.records}.values())
+
+
 def wait_until(cond, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():

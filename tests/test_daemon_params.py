@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from edgecal.daemon.settings import load_settings
 from edgecal.errors import InputError
 from edgecal.methods import get_method
 
-from test_daemon import write_config
+from test_daemon import records, write_config
 
 LIMIT = 1 << 16
 
@@ -59,15 +58,14 @@ def test_whatever_resolve_raises_is_a_config_error_not_a_crash(tmp_path, monkeyp
         load_settings(with_params(tmp_path, '{num_levels = "many"}'))
 
 
-def test_a_reload_with_an_out_of_bounds_parameter_keeps_the_running_params(tmp_path, bounded_kl, caplog, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("edgecal"), "propagate", True)
+def test_a_reload_with_an_out_of_bounds_parameter_keeps_the_running_params(tmp_path, bounded_kl, caplog):
     cfg = with_params(tmp_path, "{num_levels = 128}")
     d = Daemon(cfg)
     running = d.settings
     with_params(tmp_path, "{num_levels = 1000000000}")
     d._reload()
     assert d.settings is running and d.settings.output.params == {"num_levels": 128}
-    refused = [r.getMessage() for r in caplog.records if "reload refused" in r.getMessage()]
+    refused = [r.getMessage() for r in records(caplog) if "reload refused" in r.getMessage()]
     assert len(refused) == 1 and "num_levels" in refused[0] and "\n" not in refused[0]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pytest
 
 from edgecal import Calibrator, CalibrationTable
 from edgecal.daemon import tensors
@@ -13,12 +12,7 @@ from edgecal.daemon.service import Daemon
 from edgecal.daemon.tensors import TensorBudget
 from edgecal.sources import Sample
 
-from test_daemon import write_config
-
-
-@pytest.fixture(autouse=True)
-def edgecal_logs_reach_caplog(monkeypatch):
-    monkeypatch.setattr(logging.getLogger("edgecal"), "propagate", True)  # an in-process CLI run turns it off
+from test_daemon import records, write_config
 
 
 class Clock:
@@ -37,7 +31,7 @@ def test_names_beyond_the_limit_are_refused_counted_and_named_once(caplog):
     budget.add("b")
     assert [budget.admit(n) for n in ("c", "c", "a", "d", "c")] == [False, False, True, False, False]
     assert budget.counts() == {"tensors_refused": 4, "tensor_names_refused": 2}
-    warned = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    warned = [r.getMessage() for r in records(caplog) if "refused" in r.getMessage()]
     assert len(warned) == 2 and "'c'" in warned[0] and "'d'" in warned[1] and "max_tensors = 2" in warned[0]
 
 
@@ -46,10 +40,10 @@ def test_warnings_are_rate_limited_and_the_suppressed_ones_summed_up(caplog):
     budget = TensorBudget(1, ["kept"], clock=clock)
     for i in range(tensors.WARNINGS + 5):
         assert not budget.admit(f"n{i}")
-    assert len(caplog.records) == tensors.WARNINGS
+    assert len(records(caplog)) == tensors.WARNINGS
     clock.now = tensors.WINDOW + 1
     assert not budget.admit("late")
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in records(caplog)]
     assert messages[tensors.WARNINGS].startswith("5 more tensor names were refused") and "'late'" in messages[-1]
     assert budget.counts() == {"tensors_refused": tensors.WARNINGS + 6, "tensor_names_refused": tensors.WARNINGS + 6}
 
@@ -81,7 +75,7 @@ def test_the_daemon_keeps_at_most_max_tensors_histograms_and_reports_the_rest(tm
     prov = d.provenance()
     assert prov["tensors_refused"] == 48 and prov["tensor_names_refused"] == 48
     assert "48 tensors refused" in d.status_line()
-    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == tensors.WARNINGS
+    assert len([r for r in records(caplog) if "refused" in r.getMessage()]) == tensors.WARNINGS
     assert d._checkpoint() and d._emit()
     assert Calibrator.load_state(tmp_path / "state.ecst").names() == ["conv", "step0", "step1"]
     assert CalibrationTable.load(tmp_path / "table.json").provenance["daemon"]["tensors_refused"] == 48

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import stat
 import struct
@@ -264,7 +265,7 @@ def test_silent_clients_are_closed_after_idle_timeout_and_the_pushes_behind_them
         assert sorted(s.arrays["id"].tolist()[1] for s in samples) == list(range(N))
         assert src.stats()["clients_idle_closed"] == 4
         assert all(s.recv(1) == b"" for s in silent)  # closed by the daemon
-        assert "closed 4 connections that sent nothing for 0.5 s (idle_timeout)" in caplog.text
+        assert re.search(r"closed [1-4] connections that sent nothing for 0.5 s \(idle_timeout\)", caplog.text)
     finally:
         for s in silent:
             s.close()

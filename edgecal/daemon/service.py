@@ -7,7 +7,8 @@ as ``<state>.prev``), writes a table every N samples, every T seconds, on SIGUSR
 and on stop, and talks to systemd: READY=1 once the kernels are warm, STATUS=
 with counters, WATCHDOG=1 from this loop only (a hung loop stops the pings), and
 STOPPING=1. SIGTERM/SIGINT stop it (drain, checkpoint, table, exit 0); SIGHUP
-reloads the config and keeps the histograms. A failed write (disk full, read-only
+reloads the config and keeps the histograms (a config that fails any check is
+refused with one log line and the running one kept). A failed write (disk full, read-only
 file system) is logged, the old file stays whole, and the write is retried.
 """
 
