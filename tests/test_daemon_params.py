@@ -83,3 +83,43 @@ def test_edgecal_daemon_refuses_a_billion_kl_levels_at_once(tmp_path):
     assert done.returncode == 2 and time.monotonic() - started < 60
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "line 10: [output] params:" in lines[0] and "num_levels" in lines[0], done.stderr
+
+
+def test_a_table_that_cannot_be_computed_is_logged_and_retried_not_fatal(tmp_path, monkeypatch, caplog):
+    import numpy as np
+
+    from edgecal.sources import Sample
+
+    d = Daemon(write_config(tmp_path))
+    d._fold(type("R", (), {"source": d.sources[0], "label": "spool#1"})(), Sample({"t": np.arange(5.0)}))
+
+    def broken(*args, **kwargs):
+        raise TypeError("'<=' not supported between instances of 'str' and 'int'")
+
+    monkeypatch.setattr(d.cal, "compute", broken)
+    assert d._emit() is False and d.counts["write_errors"] == 1 and d.due["emit_time"] is not None
+    assert "writing table" in caplog.text and "TypeError" in caplog.text
+    monkeypatch.undo()
+    assert d._emit() and (tmp_path / "table.json").exists()
+
+
+def test_an_unexpected_failure_in_the_loop_checkpoints_before_the_daemon_exits(tmp_path, monkeypatch):
+    import numpy as np
+
+    from edgecal import Calibrator
+    from edgecal.sources import Sample
+
+    d = Daemon(write_config(tmp_path))
+    d._fold(type("R", (), {"source": d.sources[0], "label": "spool#1"})(), Sample({"t": np.arange(5.0)}))
+
+    def step():
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(d, "_step", step)
+    try:
+        with pytest.raises(RuntimeError, match="a bug"):
+            d.run()
+    finally:
+        for r in d.runners:
+            r.stop()
+    assert Calibrator.load_state(tmp_path / "state.ecst").samples("t") == 1

@@ -112,6 +112,10 @@ class Daemon:
             while not self.flags["stop"].is_set():
                 self._step()
             return self._shutdown()
+        except Exception:
+            log.error("unexpected failure; checkpointing what was folded in before exiting")
+            self._checkpoint()
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -236,10 +240,11 @@ class Daemon:
             table = self.cal.compute(out.method, scheme=out.scheme, **out.params)
             table = table.replace_meta(provenance={"daemon": self.provenance()})
             table.save(out.path, format=out.format, **out.options)
-        except (EdgecalError, OSError) as err:
+        except Exception as err:  # a table that cannot be computed or written must not stop the histograms
             self.counts["write_errors"] += 1
             self.due["emit_time"] = now + self.settings.daemon.retry_interval
-            log.error("writing table %s failed (%s); the old table stays, retrying", out.path, err)
+            log.error("writing table %s failed (%s: %s); the old table stays, retrying", out.path,
+                      type(err).__name__, err)
             return False
         self.counts["tables"] += 1
         self.since_emit = 0
