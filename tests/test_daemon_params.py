@@ -1,4 +1,4 @@
-"""Method parameters in the daemon config are bounded when the config is read, through the method's resolve."""
+"""Daemon [output] params bounded when the config is read, and table or loop failures that must not lose data."""
 
 from __future__ import annotations
 
@@ -123,3 +123,10 @@ def test_an_unexpected_failure_in_the_loop_checkpoints_before_the_daemon_exits(t
         for r in d.runners:
             r.stop()
     assert Calibrator.load_state(tmp_path / "state.ecst").samples("t") == 1
+
+
+def test_a_config_without_sources_is_refused(tmp_path):
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().split("[[source]]")[0])
+    with pytest.raises(ConfigError, match=r"edgecal.toml: no \[\[source\]\] table; expected at least one activation source$"):
+        load_settings(cfg)
