@@ -3,29 +3,43 @@
 A schema maps table names to `Field`s. `load_config` parses the file (``tomllib``,
 or ``tomli`` on Python 3.10), fills defaults, and raises `ConfigError` for the first
 unknown key, wrong type, missing required key or failed check, naming the key, its
-table and the line it is on, before anything starts.
+table and the line it is on, before anything starts. The checks a `Field` runs
+(`positive`, `between`, `one_of`, ...) live here too, one wording for every user.
+A frozen dataclass whose fields are declared with `setting` is its own schema
+(`fields_of`), so a checked table becomes a typed object in one step.
 
->>> schema = {"state": {"path": Field(str), "checkpoint_interval": Field(float, 30.0)}}
+>>> schema = {"state": {"path": Field(str), "checkpoint_interval": Field(float, 30.0, positive)}}
 >>> parse_config('[state]\\npath = "/var/lib/x.ecst"\\n', schema)["state"]
 {'path': '/var/lib/x.ecst', 'checkpoint_interval': 30.0}
 >>> parse_config('[state]\\npath = 3\\n', schema)
 Traceback (most recent call last):
 ...
 edgecal.config.ConfigError: line 2: [state] path: expected a string, found 3
+>>> parse_config('state = 5\\n', schema)
+Traceback (most recent call last):
+...
+edgecal.config.ConfigError: line 1: [state]: expected a table, found 5
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .tomllines import key_lines
+
+__all__ = ["REQUIRED", "ConfigError", "Field", "at_least", "between", "check_table", "fields_of", "key_lines",
+           "load_config", "many", "non_empty", "non_negative", "one_of", "parse_config", "positive", "read_config",
+           "setting"]
 
 REQUIRED = object()
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "a list"}
+Check = Callable[[Any], "str | None"]
 
 
 class ConfigError(InputError):
@@ -38,16 +52,84 @@ class Field:
 
     type: type
     default: Any = REQUIRED
-    check: Callable[[Any], str | None] | None = None
+    check: Check | None = None
 
     def convert(self, value: Any) -> tuple[Any, str | None]:
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
-            return value, f"expected {_TYPE_NAMES.get(self.type, self.type.__name__)}, found {value!r}"
-        return value, self.check(value) if self.check else None
+            return value, f"expected {_TYPE_NAMES.get(self.type, self.type.__name__)}, found {_short(value)}"
+        if self.type is float and not math.isfinite(value):
+            return value, f"expected a finite number, found {value!r}"
+        if self.check is None:
+            return value, None
+        try:
+            return value, self.check(value)
+        except (ValueError, TypeError, OverflowError) as err:  # e.g. a path with a NUL character
+            return value, f"cannot be used: {err}; found {_short(value)}"
 
 
+# -- checks: one wording for the daemon's tables and every source's keys ---------------------------
+def positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, found {value}"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, found {value}"
+
+
+def at_least(low: int) -> Check:
+    return lambda value: None if value >= low else f"must be >= {low}, found {value}"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda value: None if low <= value <= high else f"must be {low}..{high}, found {value}"
+
+
+def one_of(*choices: str | Callable[[], list[str]]) -> Check:
+    """``value`` must be one of ``choices``; a single callable gives the names when the check runs (a registry)."""
+
+    def check(value: Any) -> str | None:
+        names = list(choices[0]()) if len(choices) == 1 and callable(choices[0]) else list(choices)
+        return None if value in names else f"unknown {value!r}; known: {', '.join(map(str, names))}"
+
+    return check
+
+
+def non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+Fields = Mapping[str, Field]
+
+
+# -- typed tables ------------------------------------------------------------------------------------
+def setting(type_: type, default: Any = REQUIRED, check: Check | None = None) -> Any:
+    """A dataclass field that is also its config `Field` (see `fields_of`)."""
+    meta = {"field": Field(type_, default, check)}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=meta)
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def many(fields: Fields) -> Callable[[Mapping[str, Any]], Fields]:
+    """Schema entry for an array of tables (``[[name]]``) whose entries all have ``fields``."""
+    return lambda entry: fields
+
+
+def fields_of(cls: type) -> dict[str, Field]:
+    """The schema of a dataclass declared with `setting`: key -> `Field`."""
+    return {f.name: f.metadata["field"] for f in dataclasses.fields(cls)}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- reading -----------------------------------------------------------------------------------------
 def _tomllib() -> Any:
     try:
         import tomllib
@@ -55,25 +137,9 @@ def _tomllib() -> Any:
         try:
             import tomli as tomllib
         except ModuleNotFoundError:
-            raise InputError("reading a TOML config on Python 3.10 needs tomli: pip install 'edgecal[toml]'") from None
+            raise ConfigError("reading a TOML config on Python 3.10 needs the tomli package, which is missing; "
+                              "expected it installed with edgecal: pip install 'tomli>=1.1'") from None
     return tomllib
-
-
-def key_lines(text: str) -> dict[tuple[str, int, str], int]:
-    """(table, index within an array of tables, key) -> 1-based line of its ``key =``."""
-    lines: dict[tuple[str, int, str], int] = {}
-    table, index, seen = "", 0, {}
-    for number, line in enumerate(text.splitlines(), 1):
-        header = re.match(r"\s*(\[\[?)\s*([^\]]+?)\s*\]\]?", line)
-        if header:
-            table = header.group(2)
-            index = seen[table] = seen.get(table, -1) + 1 if header.group(1) == "[[" else 0
-            lines.setdefault((table, index, ""), number)
-            continue
-        key = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", line)
-        if key:
-            lines.setdefault((table, index, key.group(1)), number)
-    return lines
 
 
 def check_table(values: Mapping[str, Any], fields: Mapping[str, Field], where: str,
@@ -99,46 +165,58 @@ def check_table(values: Mapping[str, Any], fields: Mapping[str, Field], where: s
     return out
 
 
-Fields = Mapping[str, Field]
 Schema = Mapping[str, "Fields | Callable[[Mapping[str, Any]], Fields]"]
 
 
 def parse_config(text: str, schema: Schema) -> dict[str, Any]:
     """Check ``text`` against ``schema`` (table name -> fields); arrays of tables are lists.
 
-    A table whose fields depend on its content (``[[source]]`` tables whose ``kind``
-    decides the other keys) maps to a callable ``entry -> fields`` and must be an
-    array of tables.
+    An array of tables (``[[source]]``) maps to a callable ``entry -> fields``: `many`
+    for fixed fields, or one whose result depends on the entry (a ``kind`` key that
+    decides the other keys). Any other table must be a single table.
     """
+    toml = _tomllib()  # outside the try: a missing parser is not a fault of the file
     try:
-        raw = _tomllib().loads(text)
+        raw = toml.loads(text)
     except ValueError as err:  # tomllib.TOMLDecodeError says the line and column itself
         raise ConfigError(f"not valid TOML: {err}") from None
     lines = key_lines(text)
+
+    def table_line(table: str) -> str:
+        line = lines.get((table, 0, "")) or lines.get(("", 0, table))
+        return f"line {line}: " if line else ""
+
     unknown = sorted(set(raw) - set(schema))
     if unknown:
-        raise ConfigError(f"line {lines.get((unknown[0], 0, ''), '?')}: unknown table [{unknown[0]}]; "
-                          f"known tables: {', '.join(sorted(schema))}")
+        raise ConfigError(f"{table_line(unknown[0])}unknown table [{unknown[0]}]; known tables: {', '.join(sorted(schema))}")
     out: dict[str, Any] = {}
     for table, fields in schema.items():
         value = raw.get(table, [] if callable(fields) else {})
-        if callable(fields) and not isinstance(value, list):
-            raise ConfigError(f"line {lines.get((table, 0, ''), '?')}: [{table}] must be an array of tables: write [[{table}]]")
-        if isinstance(value, list):
+        if callable(fields):
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"{table_line(table)}[[{table}]]: expected an array of tables (write [[{table}]] "
+                                  f"headers), found {_short(value)}")
             out[table] = [check_table(v, fields(v) if callable(fields) else fields, f"[[{table}]] #{i + 1}",
                                       lambda k, i=i, t=table: lines.get((t, i, k)))
                           for i, v in enumerate(value)]
-        else:
+        elif isinstance(value, dict):
             out[table] = check_table(value, fields, f"[{table}]", lambda k, t=table: lines.get((t, 0, k)))
+        else:
+            raise ConfigError(f"{table_line(table)}[{table}]: expected a table, found {_short(value)}")
     return out
+
+
+def read_config(path: str | Path) -> str:
+    """The text of a config file; `ConfigError` naming the file when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config ({err})") from err
 
 
 def load_config(path: str | Path, schema: Schema) -> dict[str, Any]:
     """`parse_config` of a file; errors start with the file name."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read config ({err})") from err
+    text = read_config(path)
     try:
         return parse_config(text, schema)
     except ConfigError as err:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import pytest
 
-from edgecal.config import ConfigError, Field, key_lines, load_config, parse_config
+from edgecal.config import ConfigError, Field, key_lines, load_config, many, parse_config
 from edgecal.daemon.notify import Notifier
 
 
@@ -50,7 +51,7 @@ def test_watchdog_for_another_process_is_ignored_and_no_socket_is_a_no_op(caplog
 SCHEMA = {
     "state": {"path": Field(str), "checkpoint_interval": Field(float, 30.0, lambda v: None if v > 0 else "must be > 0")},
     "output": {"method": Field(str, "kl"), "on_stop": Field(bool, True), "every_samples": Field(int, 0)},
-    "source": {"kind": Field(str), "path": Field(str, None)},
+    "source": many({"kind": Field(str), "path": Field(str, None)}),
 }
 
 GOOD = """# comment
@@ -115,3 +116,72 @@ def test_a_reader_that_stops_reading_never_blocks_the_sender(notify_socket):
     results = [n.send(status="x" * 512) for _ in range(2000)]  # far more than a socket buffer holds
     assert results[0] is True and results[-1] is False
     assert sock.recv(4096).startswith(b"STATUS=xxx")
+
+
+MULTILINE = '''[state]
+path = "/s"
+note = """
+checkpoint_interval = 1
+bogus = 2
+"""
+checkpoint_interval = -1
+'''
+
+
+def test_a_key_inside_a_multi_line_string_is_not_a_key():
+    schema = {"state": {**SCHEMA["state"], "note": Field(str, "")}}
+    with pytest.raises(ConfigError, match=r"^line 7: \[state\] checkpoint_interval: must be > 0"):
+        parse_config(MULTILINE, schema)
+    lines = key_lines(MULTILINE.replace('"""', "'''") + "[[source]]\nkind = 'x'\n")
+    assert lines[("state", 0, "checkpoint_interval")] == 7 and ("state", 0, "bogus") not in lines
+    assert lines[("source", 0, "kind")] == 9
+
+
+def test_key_lines_skips_comments_arrays_and_inline_tables_and_reads_quoted_and_dotted_keys():
+    text = ('a = [\n  "x = 1", # y = 2\n  "]",\n]\n"quoted key" = 1\nb.c = {d = "}", e = 2}\n'
+            "[ 'o' ]\nz = '#'\n[[ s ]] # comment\nk = 1\n[[s]]\nk = 2\n")
+    assert key_lines(text) == {("", 0, "a"): 1, ("", 0, "quoted key"): 5, ("", 0, "b"): 6, ("o", 0, ""): 7,
+                               ("o", 0, "z"): 8, ("s", 0, ""): 9, ("s", 0, "k"): 10, ("s", 1, ""): 11,
+                               ("s", 1, "k"): 12}
+
+
+STATE = '[state]\npath = "/s"\n'
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("state = 5\n", r"^line 1: \[state\]: expected a table, found 5$"),
+        ('# c\nsource = [1, 2]\n' + STATE, r"^line 2: \[\[source\]\]: expected an array of tables \(write \[\[source\]\] headers\), found \[1, 2\]$"),
+        (STATE + '[source]\nkind = "a"\n', r"^line 3: \[\[source\]\]: expected an array of tables"),
+        ('source = [[1]]\n' + STATE, r"^line 1: \[\[source\]\]: expected an array of tables"),
+        ('[[state]]\npath = "/s"\n', r"^line 1: \[state\]: expected a table, found \[\{'path': '/s'\}\]$"),
+        ('[state]\npath = "/s"\ncheckpoint_interval = inf\n', r"^line 3: \[state\] checkpoint_interval: expected a finite number, found inf$"),
+        ('[state]\npath = "/s"\ncheckpoint_interval = nan\n', r"^line 3: \[state\] checkpoint_interval: expected a finite number, found nan$"),
+        ("source = [" + ", ".join(["1"] * 100) + "]\n" + STATE, r"found \[1, 1, .*\.\.\.$"),
+    ],
+)
+def test_a_table_of_the_wrong_type_is_one_error_not_a_crash(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text, SCHEMA)
+
+
+def test_without_a_toml_parser_the_error_names_the_missing_package_not_the_file(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10 ...
+    monkeypatch.setitem(sys.modules, "tomli", None)  # ... with tomli missing
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD, SCHEMA)
+    message = str(info.value)
+    assert "needs the tomli package" in message and "pip install 'tomli>=1.1'" in message
+    assert "not valid TOML" not in message and "edgecal[" not in message
+
+
+def test_tomli_is_a_dependency_where_python_has_no_tomllib():
+    from importlib.metadata import requires
+
+    tomli = [r for r in requires("edgecal") or [] if r.startswith("tomli")]
+    assert len(tomli) == 1 and 'python_version < "3.11"' in tomli[0] and "extra" not in tomli[0], tomli
+    if sys.version_info < (3, 11):
+        import tomli as parser  # installed with edgecal
+
+        assert parser.loads(GOOD)["state"]["checkpoint_interval"] == 5

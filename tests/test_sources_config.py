@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgecal.config import REQUIRED, ConfigError, Field, parse_config
+from edgecal.config import REQUIRED, ConfigError, Field, many, parse_config
 from edgecal.errors import UnknownNameError
 from edgecal.sources import Source, source_class, source_kinds
 
@@ -42,7 +42,7 @@ def test_defaults_pass_their_own_checks_and_construction_needs_no_io(kind):
     ("serial", "tensors", ["a", "a"], "source serial tensors: names a tensor twice"),
     ("serial", "tensors", [1], "source serial tensors: expected a list of tensor names"),
     ("onnxruntime", "threads", -1, "source onnxruntime threads: must be >= 0, found -1"),
-    ("onnxruntime", "image_layout", "chw", "source onnxruntime image_layout: 'chw' is not one of: auto, nchw, nhwc"),
+    ("onnxruntime", "image_layout", "chw", "source onnxruntime image_layout: unknown 'chw'; known: auto, nchw, nhwc"),
     ("litert", "image_std", [1.0, 0.0], "source litert image_std: must be > 0"),
     ("litert", "image_mean", ["a"], "source litert image_mean: expected a list of numbers"),
     ("runner", "entry_point", "app.feed", "source runner entry_point: 'app.feed' is not an entry point"),
@@ -70,7 +70,7 @@ def test_a_model_source_takes_exactly_one_kind_of_input(given, found):
 
 
 def test_fields_check_a_daemon_config_with_line_numbers():
-    schema = {"source": {"kind": Field(str), **source_class("spool").FIELDS}}
+    schema = {"source": many({"kind": Field(str), **source_class("spool").FIELDS})}
     text = '[[source]]\nkind = "spool"\npath = "/spool"\n\n[[source]]\nkind = "spool"\npath = "/b"\npoll_interval = -1\n'
     with pytest.raises(ConfigError, match=r"^line 8: \[\[source\]\] #2 poll_interval: must be > 0, found -1.0$"):
         parse_config(text, schema)

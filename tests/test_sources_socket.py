@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import stat
 import struct
@@ -249,3 +250,44 @@ def test_pushing_never_raises_for_a_missing_or_stalled_daemon(tmp_path):
 def test_arrays_that_cannot_be_sent_raise_value_error(tmp_path, arrays, message):
     with pytest.raises(ValueError, match=message):
         push_sample(str(tmp_path / "nobody.sock"), arrays)
+
+
+def test_silent_clients_are_closed_after_idle_timeout_and_the_pushes_behind_them_arrive(listening, caplog):
+    src = listening(max_clients=4, idle_timeout=0.5)
+    silent = [raw_client(src.path) for _ in range(4)]  # they connect and never send: every slot taken
+    try:
+        assert src.read(0.2) is None and src.stats()["clients_active"] == 4
+        here = str(Path(__file__).parent)
+        proc = subprocess.Popen([sys.executable, "-c", CLIENT, src.path, "0", "0", here], stdout=subprocess.PIPE,
+                                text=True)
+        samples = collect(src, N)
+        assert proc.communicate(timeout=20)[0].strip() == str(N) and proc.returncode == 0
+        assert sorted(s.arrays["id"].tolist()[1] for s in samples) == list(range(N))
+        assert src.stats()["clients_idle_closed"] == 4
+        assert all(s.recv(1) == b"" for s in silent)  # closed by the daemon
+        assert re.search(r"closed [1-4] connections that sent nothing for 0.5 s \(idle_timeout\)", caplog.text)
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_a_connection_that_sends_is_not_idle(listening):
+    src = listening(idle_timeout=0.4)
+    sample = b"".join(frames_of([("v", np.ones(3, np.float32))], [[np.ones(3, np.float32)]]))
+    with raw_client(src.path) as busy:
+        for _ in range(4):  # 1.2 s in all, never 0.4 s silent
+            busy.sendall(sample[:10])
+            assert src.read(0.3) is None
+            sample = sample[10:] + sample[:10]
+        assert src.stats()["clients_idle_closed"] == 0 and src.stats()["clients_active"] == 1
+
+
+def test_a_persistent_client_closed_for_idleness_connects_again_on_its_next_push(listening):
+    src = listening(idle_timeout=0.3)
+    with SocketClient(src.path, timeout=5) as client:
+        assert client.push({"x": np.arange(3.0)})
+        assert collect(src, 1)[0].arrays["x"].tolist() == [0.0, 1.0, 2.0]
+        assert src.read(0.8) is None and src.stats()["clients_idle_closed"] == 1
+        assert client.push({"x": np.arange(4.0)}), client.last_error
+        assert collect(src, 1)[0].arrays["x"].tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert client.failed == 0 and src.stats()["clients_accepted"] == 2

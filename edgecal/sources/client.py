@@ -4,7 +4,8 @@ The application side of `edgecal.sources.socket`: tensors are sent as link-proto
 frames (a tensor table, then each sample's chunks and a SAMPLE_END) over the daemon's
 local Unix socket. Pushing never raises because the daemon is missing, busy or gone: it
 returns False and the application carries on (the inference must not wait for
-calibration). Each socket operation waits at most ``timeout`` seconds. Arrays that
+calibration). Each socket operation waits at most ``timeout`` seconds. A connection the
+daemon closed (its ``idle_timeout``) is noticed before the next push, which connects again. Arrays that
 cannot be sent (empty, complex, object, more than 8 dimensions, ...) raise ValueError.
 
 Typical use, inside the application's inference loop::
@@ -95,6 +96,8 @@ class SocketClient:
     def push(self, arrays: Mapping[str, Any]) -> bool:
         """Send one sample (name -> array); True when it was handed over whole, False otherwise."""
         tensors = _prepare(arrays)
+        if self._sock is not None and _closed_by_peer(self._sock):  # e.g. the daemon's idle_timeout
+            self.close()
         if self._sock is None and not self._connect():
             self.failed += 1
             return False
@@ -160,6 +163,21 @@ class SocketClient:
         if self._buf:
             self._sock.sendall(self._buf)
             self._buf.clear()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the daemon closed the connection (it never sends anything: readable means closed)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # with a timeout set, recv would wait for it first, MSG_DONTWAIT or not
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 def push_sample(path: str, arrays: Mapping[str, Any], *, timeout: float = 1.0) -> bool:

@@ -1,4 +1,7 @@
-"""Building blocks of the sources' ``FIELDS``: checks that name what is wrong, and config checking.
+"""Building blocks of the sources' ``FIELDS``: the list checks sources need, and config checking.
+
+The scalar checks (`positive`, `between`, `one_of`, ...) are `edgecal.config`'s, re-exported
+here so a source module imports its building blocks from one place.
 
 Every source checks its keyword arguments against its ``FIELDS`` on construction, so a
 source built from Python gets the same one-line errors as one built from the daemon's
@@ -11,44 +14,22 @@ TOML file (where `edgecal.config` adds the line number first).
 >>> checked_config("demo", fields, {"mode": "c"})
 Traceback (most recent call last):
 ...
-edgecal.config.ConfigError: source demo mode: 'c' is not one of: a, b
+edgecal.config.ConfigError: source demo mode: unknown 'c'; known: a, b
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, Field, check_table
+from ..config import (Check, ConfigError, Field, at_least, between, check_table, non_empty, non_negative, one_of,
+                      positive)
 
-Check = Callable[[Any], "str | None"]
+__all__ = ["Check", "Counters", "at_least", "between", "checked_config", "entry_point", "exactly_one", "names",
+           "non_empty", "non_negative", "numbers", "one_of", "positive"]
 ENTRY_POINT = re.compile(r"^([A-Za-z_][\w.]*|[^:]+\.py):[A-Za-z_]\w*$")
-
-
-def positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, found {value}"
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must be >= 0, found {value}"
-
-
-def at_least(low: int) -> Check:
-    return lambda value: None if value >= low else f"must be >= {low}, found {value}"
-
-
-def between(low: int, high: int) -> Check:
-    return lambda value: None if low <= value <= high else f"must be {low}..{high}, found {value}"
-
-
-def one_of(*choices: str) -> Check:
-    return lambda value: None if value in choices else f"{value!r} is not one of: {', '.join(choices)}"
-
-
-def non_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
 
 
 def names(value: list) -> str | None:

@@ -6,6 +6,9 @@ stale socket file left by a crash is removed at `SocketSource.open`; a live one 
 process answers on it) or a file that is not a socket is refused. Several applications
 may be connected at once, up to ``max_clients``; further connections wait in the listen
 backlog until one closes (a client that cannot send within its timeout gives the sample up).
+A connection that sends nothing for ``idle_timeout`` seconds is closed and counted
+(``clients_idle_closed``), so silent clients cannot hold the slots; `SocketClient`
+notices the close and connects again on its next push.
 
 What an application sends (a subset of firmware_interface/PROTOCOL.md; no handshake,
 no credits, nothing is sent back; `SocketClient` / `push_sample` do all of it):
@@ -74,6 +77,8 @@ class SocketSource(Source):
         Largest frame payload accepted (128..16384, default 16384).
     max_tensor_bytes, max_sample_bytes : int
         Largest tensor / sample a connection may announce (defaults 16 MiB / 64 MiB).
+    idle_timeout : float
+        Seconds a connection may send nothing before it is closed (default 30), freeing its slot.
     """
 
     KIND = "socket"
@@ -83,6 +88,7 @@ class SocketSource(Source):
         "max_payload": Field(int, PAYLOAD_LIMIT, between(MIN_PAYLOAD, PAYLOAD_LIMIT)),
         "max_tensor_bytes": Field(int, 16 << 20, at_least(1)),
         "max_sample_bytes": Field(int, 64 << 20, at_least(1)),
+        "idle_timeout": Field(float, 30.0, between(0.01, 86400.0)),
     }
     LIVE = True
 
@@ -95,11 +101,14 @@ class SocketSource(Source):
         self._selector: selectors.BaseSelector | None = None
         self._inode: tuple[int, int] | None = None
         self._clients: dict[int, tuple[socket.socket, Connection]] = {}
+        self._heard: dict[int, float] = {}  # fd -> when it last sent anything
+        self._next_idle = 0.0
+        self._last_idle_log = -1e9
         self._ready: deque[dict] = deque()
         self._next_check = 0.0
         self._last_full_log = -1e9
         self._closed = Counters(*TALLIES, *LINK_COUNTERS)  # totals of connections that ended
-        self._events = Counters("clients_accepted", "client_errors", "reopens")
+        self._events = Counters("clients_accepted", "client_errors", "clients_idle_closed", "reopens")
         self._lock = threading.Lock()
         self._opened = False
 
@@ -137,9 +146,12 @@ class SocketSource(Source):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if time.monotonic() >= self._next_check:
+            now = time.monotonic()
+            if now >= self._next_check:
                 self._check_file()
-            for key, _ in self._selector.select(min(remaining, CHECK_EVERY)):
+            if now >= self._next_idle:
+                self._close_idle(now)
+            for key, _ in self._selector.select(max(0.0, min(remaining, CHECK_EVERY, self._next_idle - now))):
                 if key.data is None:
                     self._accept()
                 else:
@@ -221,6 +233,8 @@ class SocketSource(Source):
         conn = Connection(_peer(sock), self.limits)
         with self._lock:
             self._clients[sock.fileno()] = (sock, conn)
+        self._heard[sock.fileno()] = time.monotonic()
+        self._next_idle = min(self._next_idle, time.monotonic() + self.config["idle_timeout"])
         self._selector.register(sock, selectors.EVENT_READ, sock.fileno())
         self._events.add("clients_accepted")
         log.debug("socket %s: %s connected", self.path, conn.peer)
@@ -239,6 +253,7 @@ class SocketSource(Source):
         if not data:
             self._drop(fd, deliver=True)
             return
+        self._heard[fd] = time.monotonic()
         try:
             self._ready.extend(conn.feed(data))
         except ClientError as err:
@@ -257,11 +272,25 @@ class SocketSource(Source):
             if full and self._listener is not None:
                 self._selector.register(self._listener, selectors.EVENT_READ, None)
         sock.close()
+        self._heard.pop(fd, None)
         with self._lock:
             del self._clients[fd]
             for k, v in conn.counters().items():
                 self._closed.add(k, v)
         log.debug("socket %s: %s disconnected", self.path, conn.peer)
+
+    def _close_idle(self, now: float) -> None:
+        """Close connections silent for ``idle_timeout`` seconds; their slots go to waiting clients."""
+        idle = self.config["idle_timeout"]
+        silent = [fd for fd, heard in self._heard.items() if now - heard >= idle]
+        for fd in silent:
+            self._events.add("clients_idle_closed")
+            self._drop(fd, deliver=True)
+        self._next_idle = min(self._heard.values(), default=now) + idle
+        if silent and now - self._last_idle_log > 10.0:
+            self._last_idle_log = now
+            log.warning("socket %s: closed %d connections that sent nothing for %.1f s (idle_timeout)",
+                        self.path, len(silent), idle)
 
     def _log_full(self) -> None:
         now = time.monotonic()
