@@ -48,6 +48,7 @@ EDGECAL_METHODS = [DEFAULT_METHOD, "kl", "minmax", "percentile", "mse", "auto"]
 ORT_METHODS = {"ORT MinMax": ("MinMax", {}), "ORT Entropy": ("Entropy", {}),
                "ORT Entropy 2048": ("Entropy", {"num_bins": 2048}), "ORT Percentile": ("Percentile", {})}
 Ranges = dict[str, tuple[float, float]]
+SYMMETRIC = f"{DEFAULT_METHOD} (symmetric table)"  # the same default, zero point 0: what a TensorRT-style table gives
 
 
 @dataclass
@@ -102,26 +103,17 @@ def float_activations(model: Path, feeds: list[dict[str, np.ndarray]]):
 
 
 def quantize(model: Path, ranges: Ranges, out: Path, activations: str) -> None:
-    """QDQ model from ``ranges`` through ONNX Runtime's quantizer (per-channel int8 weights)."""
-    import onnx
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+    """QDQ model through `edgecal.model.ort_quant.quantize_onnx` (ONNX Runtime's quantizer, per-channel weights).
 
-    from onnxruntime.quantization.quant_utils import update_opset_version
+    Every method's ranges take this one path; a peer's (lo, hi) becomes the table
+    entry whose scale and zero point ONNX Runtime itself would derive from it.
+    """
+    from edgecal import CalibrationTable, TensorCalibration
+    from edgecal.model.ort_quant import quantize_onnx
 
-    m = load_model_with_shape_infer(Path(model))
-    data = TensorsData(CalibrationMethod.MinMax, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
-                                                  for k, (lo, hi) in ranges.items()})
-    act = QuantType.QInt8 if activations == "s8" else QuantType.QUInt8
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
-    m = update_opset_version(m, QuantType.QInt8, act)
-    q = QDQQuantizer(m, True, False, QuantType.QInt8, act, data, [], [], ops, {})
-    q.quantize_model()
-    onnx.save(q.model.model, str(out))
+    entries = [TensorCalibration.asymmetric(k, lo, hi) if hi - min(lo, 0.0) > 1e-30 else
+               TensorCalibration.symmetric(k, 1.0) for k, (lo, hi) in ranges.items()]
+    quantize_onnx(model, out, CalibrationTable(entries), activations=activations, per_channel=True, missing="float")
 
 
 def run_model(model: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
@@ -168,17 +160,16 @@ def measured(job: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def edgecal_job(model: Path, feeds: list[dict[str, np.ndarray]], methods: list[str]) -> Callable[[], dict]:
     def job() -> dict[str, Ranges]:
+        from edgecal.model.ort_quant import table_ranges
+
         cal = Calibrator()
         for values in float_activations(model, feeds):
             cal.observe_many(values)
-        return {m: table_ranges(cal.compute(m, scheme="tflite")) for m in methods}
+        out = {m: table_ranges(cal.compute(m, scheme="tflite")) for m in methods}
+        out[SYMMETRIC] = table_ranges(cal.compute(DEFAULT_METHOD, scheme="symmetric"))
+        return out
 
     return job
-
-
-def table_ranges(table) -> Ranges:
-    """The real range each entry represents: ((qmin - zp) * scale, (qmax - zp) * scale)."""
-    return {e.name: ((e.qmin - e.zero_point) * e.scale, (e.qmax - e.zero_point) * e.scale) for e in table.values()}
 
 
 def ort_job(model: Path, feeds: list[dict[str, np.ndarray]], method: str, options: dict) -> Callable[[], Ranges]:
@@ -229,7 +220,7 @@ def study_task(task: study_ocr.Task, methods: list[str], ort_methods: dict, tmp:
     rows: list[tuple[Row, Ranges]] = []
     tables, seconds, rss = measured(edgecal_job(task.model, task.calib, methods))
     log(f"  edgecal: {len(methods)} tables in {seconds:.1f} s, +{rss:.0f} MiB")
-    for m in methods:
+    for m in [*methods, SYMMETRIC]:
         rows.append((Row(f"edgecal {m}", seconds=seconds, rss_mib=rss), tables[m]))
     for label, (method, options) in ort_methods.items():
         ranges, seconds, rss = measured(ort_job(task.model, task.calib, method, options))

@@ -158,27 +158,48 @@ def text_line(rng: random.Random, words: list[str]) -> tuple[np.ndarray, str]:
     return _finish(img, rng), text
 
 
+def _clutter(draw, rng: random.Random, width: int, height: int) -> None:
+    """Shapes and lines behind the text, as on packaging, signs and screens."""
+    for _ in range(rng.randint(3, 12)):
+        x0, y0 = rng.randint(0, width), rng.randint(0, height)
+        x1, y1 = x0 + rng.randint(20, 300), y0 + rng.randint(10, 200)
+        fill = tuple(rng.randint(60, 255) for _ in range(3))
+        if rng.random() < 0.5:
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        elif rng.random() < 0.5:
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        else:
+            draw.line((x0, y0, x1, y1), fill=fill, width=rng.randint(1, 6))
+
+
 def page(rng: random.Random, words: list[str], height: int = 480, width: int = 640) -> np.ndarray:
-    """A page of 4-12 text lines of different sizes and colours on a tinted background."""
+    """A page of text lines (sizes 9-40 px, one or two columns, faint to strong ink) over clutter."""
     from PIL import Image, ImageDraw
 
-    bg, _ = _colours(rng)
-    img = Image.new("RGB", (width, height), bg if sum(bg) > 300 else (235, 235, 230))
+    top = np.array([rng.randint(120, 255) for _ in range(3)], dtype=np.float32)
+    bottom = np.array([rng.randint(120, 255) for _ in range(3)], dtype=np.float32)
+    ramp = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    img = Image.fromarray((top * (1 - ramp) + bottom * ramp).repeat(width, axis=1).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    y = rng.randint(5, 30)
-    while y < height - 40:
-        size = rng.randint(14, 44)
-        font = _font(size)
-        text = _phrase(rng, words, 5, 40)
-        x = rng.randint(5, width // 3)
-        left, top, right, bottom = font.getbbox(text)
-        if rng.random() < 0.2:  # a coloured box behind the text, as on labels and signs
-            box_bg, ink = _colours(rng)
-            draw.rectangle((x - 4, y - 4, x + right - left + 4, y + bottom - top + 4), fill=box_bg)
-        else:
-            ink = tuple(rng.randint(0, 90) for _ in range(3))
-        draw.text((x - left, y - top), text, font=font, fill=ink)
-        y += bottom - top + rng.randint(8, 40)
+    _clutter(draw, rng, width, height)
+    columns = [(5, width - 10)] if rng.random() < 0.5 else [(5, width // 2 - 10), (width // 2 + 5, width - 10)]
+    for left_edge, right_edge in columns:
+        y = rng.randint(2, 20)
+        while y < height - 12:
+            size = rng.randint(9, 40)
+            font = _font(size)
+            text = _phrase(rng, words, 3, 40)
+            while len(text) > 3 and font.getbbox(text)[2] > right_edge - left_edge:
+                text = text[:-1]
+            left, top_, right, bottom_ = font.getbbox(text)
+            x = left_edge + rng.randint(0, max(0, right_edge - left_edge - (right - left)))
+            if rng.random() < 0.2:  # a coloured box behind the text, as on labels and signs
+                box_bg, ink = _colours(rng)
+                draw.rectangle((x - 3, y - 3, x + right - left + 3, y + bottom_ - top_ + 3), fill=box_bg)
+            else:
+                ink = tuple(rng.randint(0, 140) for _ in range(3))
+            draw.text((x - left, y - top_), text, font=font, fill=ink)
+            y += bottom_ - top_ + rng.randint(4, 24)
     return _finish(img, rng)
 
 

@@ -34,7 +34,7 @@ def test_compute_defaults_to_mse_and_records_parameters():
     cal = Calibrator()
     cal.observe("t", RNG.laplace(size=50000))
     entry = cal.compute()["t"]
-    assert entry.method == "mse" and entry.params == {"candidates": 512}
+    assert entry.method == "mse" and entry.params == {"candidates": 512, "clip_weight": 1.0}
     assert 0 < entry.amax < cal.histogram("t").amax  # Laplace tails get clipped
     assert cal.compute("percentile", percentile=99.0)["t"].params == {"percentile": 99.0}
 

@@ -40,7 +40,7 @@ def test_calibrate_picks_onnx_runtime_for_ops_edgecal_cannot_run(setup, tmp_path
     root, model, _, _, _ = setup
     out = tmp_path / "t.json"
     assert main(["calibrate", "--model", str(model), "--inputs", str(root / "inputs"), "-o", str(out), "-q"]) == 0
-    assert "calibrated 5 tensors from 3 files with kl (runtime onnxruntime)" in capsys.readouterr().out
+    assert "calibrated 5 tensors from 3 files with mse (runtime onnxruntime)" in capsys.readouterr().out
     assert main(["calibrate", "--model", str(model), "--inputs", str(root / "inputs"), "-o", str(out), "-q",
                  "--runtime", "edgecal"]) == 2
     err = capsys.readouterr().err

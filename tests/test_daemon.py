@@ -426,7 +426,7 @@ def test_a_checkpoint_with_a_counter_of_2_63_falls_back_to_the_previous_one(tmp_
     path.write_bytes(huge_counter_state(bomb))
     (tmp_path / "state.ecst.prev").write_bytes(old.to_bytes())
     assert load_checkpoint(path, 16, None) == old
-    assert "state.ecst is unusable (OverflowError" in caplog.text
+    assert "state.ecst is unusable (" in caplog.text
     (tmp_path / "state.ecst.prev").write_bytes(huge_counter_state(bomb, (1 << 64) - 1))
     assert load_checkpoint(path, 16, "m").names() == []  # neither is usable: a fresh start, not a crash
 
@@ -450,7 +450,7 @@ def test_the_daemon_starts_from_prev_when_the_checkpoint_holds_a_counter_of_2_63
     done = subprocess.run([sys.executable, "-m", "edgecal", "daemon", "--config", str(cfg)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr and "state.ecst is unusable (OverflowError" in done.stderr
+    assert "Traceback" not in done.stderr and "state.ecst is unusable (" in done.stderr
     assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 5  # 2 from .prev, 3 new
 
 

@@ -56,8 +56,8 @@ def test_percentile_100_is_max_and_lower_percentiles_clip():
 
 
 def test_registry_lists_methods_and_rejects_unknown_names():
-    assert {"kl", "minmax", "percentile", "mse"} <= set(method_names())
-    with pytest.raises(UnknownNameError, match="unknown method 'entropy'; known methods: kl, minmax, mse"):
+    assert {"auto", "kl", "minmax", "percentile", "mse"} <= set(method_names())
+    with pytest.raises(UnknownNameError, match="unknown method 'entropy'; known methods: auto, kl, minmax, mse"):
         get_method("entropy")
 
 
@@ -70,5 +70,28 @@ def test_unknown_parameters_are_refused_with_the_accepted_ones():
 
 @pytest.mark.parametrize("pct", [0, -1, 100.5])
 def test_percentile_out_of_range_is_refused(pct):
-    with pytest.raises(InputError, match="percentile must be in"):
+    with pytest.raises(InputError, match=r"parameter 'percentile' must be in \[1e-09, 100\], found"):
         get_method("percentile")(hist_of([1.0, 2.0]), percentile=pct)
+
+
+def test_the_functions_check_their_parameters_when_called_directly():
+    from edgecal.methods.basic import percentile
+    from edgecal.methods.mse import mse, mse_range
+
+    h = hist_of([1.0, 2.0])
+    with pytest.raises(InputError, match="percentile must be in"):
+        percentile(h, percentile=0.0)
+    for fn in (mse, mse_range):
+        with pytest.raises(InputError, match="candidates must be an integer in"):
+            fn(h, candidates=0)
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("kl", {"num_levels": 1_000_000_000}, r"'num_levels' must be in \[1, 65536\]"),
+    ("kl", {"start_bin": True}, "'start_bin' must be int, found bool"),
+    ("percentile", {"percentile": "99"}, "'percentile' must be float, found str"),
+    ("mse", {"clip_weight": -1.0}, r"'clip_weight' must be in \[0, 1e\+06\]"),
+])
+def test_parameters_are_typed_and_bounded_before_any_work(method, params, message):
+    with pytest.raises(InputError, match=message):
+        get_method(method).resolve(params)

@@ -49,7 +49,7 @@ def test_side_error_kernel_is_the_exact_integral(seed):
     levels = int(rng.integers(0, 20))
     c, pre, t = side(counts, top, 1.0)
     out = np.empty(levels + 1)
-    side_errors(c, pre, t, step, levels, out)
+    side_errors(c, pre, t, step, levels, 1.0, out)
     for m in range(levels + 1):
         want = naive.side_error(counts, top, step, m)
         assert out[m] == pytest.approx(want, rel=1e-9, abs=1e-9)
@@ -82,7 +82,7 @@ def test_asymmetric_search_matches_brute_force_on_a_small_grid(sample):
     """Seven steps (a 3-bit grid) so that every step on a fine grid and every split can be tried naively."""
     h = hist_of(SAMPLES[sample](np.random.default_rng(7)), bins=64)
     (pos, ppre, ptop), (neg, npre, ntop), w = sides(h)
-    s, m_pos, err = _asymmetric_search(pos, ppre, ptop, neg, npre, ntop, 7, 256)
+    s, m_pos, err = _asymmetric_search(pos, ppre, ptop, neg, npre, ntop, 7, 256, 1.0)
     assert err == pytest.approx(naive.asymmetric_mse_error(pos, ptop, neg, ntop, s, m_pos, steps=7), rel=1e-9, abs=1e-12)
     widest = (ptop + ntop) / 6 if ptop and ntop else max(ptop, ntop) / 7
     brute = min(naive.asymmetric_mse_error(pos, ptop, neg, ntop, widest * k / 600, m, steps=7)
@@ -156,7 +156,7 @@ def test_the_bimodal_tensor_keeps_both_modes():
 def test_mse_is_the_default_and_its_parameters_are_checked():
     assert DEFAULT_METHOD == "mse"
     h = hist_of([1.0, 2.0, 3.0])
-    with pytest.raises(InputError, match="candidates must be an integer in"):
+    with pytest.raises(InputError, match=r"parameter 'candidates' must be in \[1, 65536\], found 0"):
         get_method("mse")(h, candidates=0)
     with pytest.raises(InputError, match="parameter 'candidates' must be int, found str"):
         get_method("mse")(h, candidates="9")

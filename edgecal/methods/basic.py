@@ -15,7 +15,7 @@ def minmax(hist: StreamingHistogram) -> float:
     return hist.amax
 
 
-@register("percentile")
+@register("percentile", bounds={"percentile": (1e-9, 100.0)})
 def percentile(hist: StreamingHistogram, percentile: float = 99.99) -> float:
     """Smallest bin edge with ``percentile`` % of the finite |x| at or below it (capped at max |x|).
 

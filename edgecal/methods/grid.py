@@ -65,14 +65,20 @@ def _tail(counts, pre, top, p):
 
 
 @kernel
-def side_errors(counts, pre, top, s, max_levels, out):
-    """``out[m]`` = error of this side with step ``s`` and ``m`` levels, for m = 0 .. max_levels."""
+def side_errors(counts, pre, top, s, max_levels, clip_weight, out):
+    """``out[m]`` = error of this side with step ``s`` and ``m`` levels, for m = 0 .. max_levels.
+
+    The part of the error from values above the top level (clipping) counts
+    ``clip_weight`` times.
+    """
     below = 0.0  # error of levels 0 .. m-1 (no clipping there)
     for m in range(max_levels + 1):
         edge = (m - 0.5) * s if m > 0 else 0.0
         t0, t1, t2 = _tail(counts, pre, top, edge)
         q = m * s
-        out[m] = below + max(t2 - 2.0 * q * t1 + q * q * t0, 0.0)
+        a0, a1, a2 = _tail(counts, pre, top, q)  # clipped: above the top level
+        rounded = max((t2 - a2) - 2.0 * q * (t1 - a1) + q * q * (t0 - a0), 0.0)
+        out[m] = below + rounded + clip_weight * max(a2 - 2.0 * q * a1 + q * q * a0, 0.0)
         # the cell of level m when it is not the top one: [(m - 1/2) s, (m + 1/2) s)
         h0, h1, h2 = _tail(counts, pre, top, (m + 0.5) * s)
         c0, c1, c2 = t0 - h0, t1 - h1, t2 - h2
@@ -85,18 +91,18 @@ def side_errors(counts, pre, top, s, max_levels, out):
 
 
 @kernel
-def symmetric_error(counts, pre, top, s, levels):
+def symmetric_error(counts, pre, top, s, levels, clip_weight):
     """Error of one side with step ``s`` and exactly ``levels`` levels above zero."""
     out = np.empty(levels + 1)
-    side_errors(counts, pre, top, s, levels, out)
+    side_errors(counts, pre, top, s, levels, clip_weight, out)
     return out[levels]
 
 
 @kernel
-def best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, epos, eneg):
+def best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, clip_weight, epos, eneg):
     """(error, m_pos) of the best share of ``steps`` steps between the sides at step ``s``."""
-    side_errors(pos, ppre, ptop, s, steps, epos)
-    side_errors(neg, npre, ntop, s, steps, eneg)
+    side_errors(pos, ppre, ptop, s, steps, clip_weight, epos)
+    side_errors(neg, npre, ntop, s, steps, clip_weight, eneg)
     best = np.inf
     best_m = steps
     for m in range(steps, -1, -1):  # ties go to more levels on the positive side

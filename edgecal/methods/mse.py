@@ -46,14 +46,20 @@ _REFINE = 40  # golden-section steps: the bracket shrinks by 0.618**40 ~ 4e-9
 
 
 @kernel
-def _symmetric_search(pos, ppre, ptop, neg, npre, ntop, levels, candidates):
+def _sym(pos, ppre, ptop, neg, npre, ntop, t, levels, cw):
+    """Error of the symmetric grid with threshold ``t`` over both signs."""
+    return symmetric_error(pos, ppre, ptop, t / levels, levels, cw) + symmetric_error(neg, npre, ntop, t / levels, levels, cw)
+
+
+@kernel
+def _symmetric_search(pos, ppre, ptop, neg, npre, ntop, levels, candidates, cw):
     """Best threshold (bin units) of the symmetric grid, and its error."""
     top = max(ptop, ntop)
     best_t, best = top, np.inf
     errs = np.empty(candidates + 1)
     for k in range(candidates, 0, -1):  # ties go to the larger threshold
         t = top * k / candidates
-        e = symmetric_error(pos, ppre, ptop, t / levels, levels) + symmetric_error(neg, npre, ntop, t / levels, levels)
+        e = _sym(pos, ppre, ptop, neg, npre, ntop, t, levels, cw)
         errs[k] = e
         if e < best:
             best, best_t = e, t
@@ -61,21 +67,21 @@ def _symmetric_search(pos, ppre, ptop, neg, npre, ntop, levels, candidates):
     for _ in range(_REFINE):
         c = b - _GOLDEN * (b - a)
         d = a + _GOLDEN * (b - a)
-        ec = symmetric_error(pos, ppre, ptop, c / levels, levels) + symmetric_error(neg, npre, ntop, c / levels, levels)
-        ed = symmetric_error(pos, ppre, ptop, d / levels, levels) + symmetric_error(neg, npre, ntop, d / levels, levels)
+        ec = _sym(pos, ppre, ptop, neg, npre, ntop, c, levels, cw)
+        ed = _sym(pos, ppre, ptop, neg, npre, ntop, d, levels, cw)
         if ec < ed:
             b = d
         else:
             a = c
     t = 0.5 * (a + b)
-    e = symmetric_error(pos, ppre, ptop, t / levels, levels) + symmetric_error(neg, npre, ntop, t / levels, levels)
+    e = _sym(pos, ppre, ptop, neg, npre, ntop, t, levels, cw)
     if e < best and t > 0.0:
         best, best_t = e, t
     return best_t, best
 
 
 @kernel
-def _asymmetric_search(pos, ppre, ptop, neg, npre, ntop, steps, candidates):
+def _asymmetric_search(pos, ppre, ptop, neg, npre, ntop, steps, candidates, cw):
     """(step, m_pos, error) of the best asymmetric grid, in bin units."""
     epos = np.empty(steps + 1)
     eneg = np.empty(steps + 1)
@@ -83,21 +89,21 @@ def _asymmetric_search(pos, ppre, ptop, neg, npre, ntop, steps, candidates):
     best_s, best_m, best = widest, steps, np.inf
     for k in range(candidates, 0, -1):  # ties go to the larger step
         s = widest * k / candidates
-        e, m = best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, epos, eneg)
+        e, m = best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, cw, epos, eneg)
         if e < best:
             best, best_s, best_m = e, s, m
     a, b = max(best_s - widest / candidates, widest * 1e-9), min(best_s + widest / candidates, widest)
     for _ in range(_REFINE):
         c = b - _GOLDEN * (b - a)
         d = a + _GOLDEN * (b - a)
-        ec, _ = best_split(pos, ppre, ptop, neg, npre, ntop, c, steps, epos, eneg)
-        ed, _ = best_split(pos, ppre, ptop, neg, npre, ntop, d, steps, epos, eneg)
+        ec, _ = best_split(pos, ppre, ptop, neg, npre, ntop, c, steps, cw, epos, eneg)
+        ed, _ = best_split(pos, ppre, ptop, neg, npre, ntop, d, steps, cw, epos, eneg)
         if ec < ed:
             b = d
         else:
             a = c
     s = 0.5 * (a + b)
-    e, m = best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, epos, eneg)
+    e, m = best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, cw, epos, eneg)
     if e < best:
         best, best_s, best_m = e, s, m
     return best_s, best_m, best
@@ -116,22 +122,22 @@ def _check_candidates(candidates: object) -> int:
     return int(candidates)
 
 
-def mse_range(hist: StreamingHistogram, candidates: int = 512) -> tuple[float, float]:
+def mse_range(hist: StreamingHistogram, candidates: int = 512, clip_weight: float = 1.0) -> tuple[float, float]:
     """(lo, hi) of the asymmetric int8 grid (255 steps, integer zero point) with the least squared error."""
     (pos, neg, w), k = _sides(hist), _check_candidates(candidates)
     if not pos[0].size and not neg[0].size:
         return 0.0, 0.0
-    s, m_pos, _ = _asymmetric_search(*pos, *neg, 255, k)
+    s, m_pos, _ = _asymmetric_search(*pos, *neg, 255, k, float(clip_weight))
     return -(255 - m_pos) * s * w, m_pos * s * w
 
 
-def mse(hist: StreamingHistogram, candidates: int = 512) -> float:
+def mse(hist: StreamingHistogram, candidates: int = 512, clip_weight: float = 1.0) -> float:
     """Minimise the expected squared int8 error (exact for the histogram's piecewise-uniform density)."""
     (pos, neg, w), k = _sides(hist), _check_candidates(candidates)
     if not pos[0].size and not neg[0].size:
         return 0.0
-    t, _ = _symmetric_search(*pos, *neg, 127, k)
+    t, _ = _symmetric_search(*pos, *neg, 127, k, float(clip_weight))
     return t * w
 
 
-register("mse", fit=mse_range)(mse)
+register("mse", fit=mse_range, bounds={"candidates": (1, 1 << 16), "clip_weight": (0.0, 1e6)})(mse)

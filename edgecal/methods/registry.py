@@ -13,7 +13,8 @@ values gets 0).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -37,6 +38,7 @@ class Method:
     defaults: dict[str, Any]
     summary: str
     fit: FitFn | None = None
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``params``; an unknown parameter or one of the wrong type is an error."""
@@ -46,6 +48,9 @@ class Method:
             raise InputError(f"method {self.name!r} has no parameter {unknown[0]!r}; accepted: {accepted}")
         for key, value in params.items():
             _check_type(self.name, key, value, self.defaults[key])
+            if key in self.bounds and not self.bounds[key][0] <= value <= self.bounds[key][1]:
+                lo, hi = self.bounds[key]
+                raise InputError(f"method {self.name!r} parameter {key!r} must be in [{lo:g}, {hi:g}], found {value!r}")
         return {**self.defaults, **params}
 
     def __call__(self, hist: StreamingHistogram, **params: Any) -> float:
@@ -113,18 +118,21 @@ class SignView:
 _METHODS: dict[str, Method] = {}
 
 
-def register(name: str, fit: FitFn | None = None) -> Callable[[MethodFn], MethodFn]:
+def register(name: str, fit: FitFn | None = None,
+             bounds: Mapping[str, tuple[float, float]] | None = None) -> Callable[[MethodFn], MethodFn]:
     """Decorator: register ``fn(hist, **params) -> amax`` under ``name``.
 
     ``fit(hist, **params) -> (lo, hi)``, when given, is the method's own range for
-    the asymmetric scheme; it takes the same parameters as ``fn``.
+    the asymmetric scheme; it takes the same parameters as ``fn``. ``bounds`` maps a
+    numeric parameter to its accepted ``(min, max)``: `Method.resolve` refuses values
+    outside before any work starts (a huge level count would run for hours).
     """
 
     def deco(fn: MethodFn) -> MethodFn:
         sig = inspect.signature(fn)
         defaults = {k: p.default for k, p in list(sig.parameters.items())[1:]}
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, fn, defaults, summary, fit)
+        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}))
         return fn
 
     return deco
