@@ -24,8 +24,9 @@ Metrics, int8 against float (the float model's answer is the reference):
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import io
-import pydoc
 import random
 import re
 import subprocess
@@ -97,15 +98,20 @@ def _unpack(cache: Path) -> dict[str, Path]:
 
 # -- text and rendering ------------------------------------------------------------------
 def corpus() -> list[str]:
-    """Words of the standard library's docstrings (ASCII letters, digits and punctuation)."""
+    """Words of the docstrings in the standard library's own source files (ASCII letters, digits, punctuation).
+
+    Read from the ``.py`` files with `ast`, never from imported modules, so the text
+    does not depend on what else the process imported.
+    """
     words: list[str] = []
     for name in _STDLIB:
-        try:
-            module = __import__(name)
-        except ImportError:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
             continue
-        text = pydoc.getdoc(module) + " ".join(pydoc.getdoc(getattr(module, a)) for a in sorted(dir(module))[:40])
-        words += [w for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9.,:;()'%-]{0,14}", text)]
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                words += re.findall(r"[A-Za-z0-9][A-Za-z0-9.,:;()'%-]{0,14}", ast.get_docstring(node) or "")
     return words
 
 
