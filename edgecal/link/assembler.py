@@ -64,8 +64,28 @@ class SeqTracker:
         return True
 
 
+ID_MASK = 0xFFFFFFFF
+HALF = 1 << 31
+MAX_JUMP = 1 << 16  # sample ids a frame may jump ahead when no credit bounds the run
+
+
+def id_distance(a: int, b: int) -> int:
+    """``b - a`` for 32-bit sample ids, in -2^31 .. 2^31-1 (PROTOCOL.md section 5).
+
+    >>> id_distance(0xFFFFFFFE, 1), id_distance(1, 0xFFFFFFFE)
+    (3, -3)
+    """
+    d = (b - a) & ID_MASK
+    return d - (1 << 32) if d >= HALF else d
+
+
 class SampleAssembler:
     """Reassembles the selected tensors of one run.
+
+    Sample ids are handled relative to the run's first one with serial-number
+    arithmetic, so a run may cross 2^32 - 1 -> 0; a frame more than ``horizon``
+    samples into the run (the credit granted: the device cannot be further) or
+    before its start is a stray chunk, never a reason to count samples as lost.
 
     Parameters
     ----------
@@ -87,29 +107,62 @@ class SampleAssembler:
         self.bad_chunks = 0
         self.accepting = True
         self.limit: int | None = None  # complete samples wanted from this run
+        self.horizon: int | None = None  # samples of the run the device may send (its credit); None: MAX_JUMP ahead
         self._base: int | None = None
-        self._cur: int | None = None
+        self._cur: int | None = None  # relative to _base
         self._filled: dict[int, int] = {}
         self._done: set[int] = set()
         self._used_in_sample = 0
 
     @property
+    def base(self) -> int | None:
+        """The run's first sample id (None before the run began)."""
+        return self._base
+
+    @property
     def samples_seen(self) -> int:
         """Sample ids of this run up to the newest one seen (lost ones included)."""
-        if self._base is None or self._cur is None:
-            return 0
-        return self._cur - self._base + 1
+        return 0 if self._cur is None else self._cur + 1
 
     @property
     def next_sample_id(self) -> int | None:
         """The first sample id of this run not seen yet (None before the run began)."""
         if self._base is None:
             return None
-        return self._base if self._cur is None else self._cur + 1
+        return (self._base + self.samples_seen) & ID_MASK
 
     def begin_run(self, base_sample_id: int) -> None:
         """The run's first sample id, from the START's ACK."""
-        self._base = base_sample_id
+        self._base = base_sample_id & ID_MASK
+
+    def rebase(self, base_sample_id: int) -> None:
+        """The START's ACK came after the run's first frames: ``base_sample_id`` is the true first id.
+
+        Samples between it and the first one seen were lost on the link and are counted; a
+        base after the first sample seen is ignored (what arrived was intact and is kept).
+        """
+        if self._base is None:
+            self.begin_run(base_sample_id)
+            return
+        back = id_distance(base_sample_id, self._base)
+        if 0 < back < self._limit():
+            self._base = base_sample_id & ID_MASK
+            if self._cur is not None:
+                self._cur += back
+                self.discarded += back * len(self.selected)
+
+    def _limit(self) -> int:
+        """Relative sample ids at or past this one cannot belong to the run."""
+        if self.horizon is not None:
+            return self.horizon
+        return self.samples_seen + MAX_JUMP
+
+    def _relative(self, sample_id: int) -> int | None:
+        """``sample_id`` relative to the run's start, or None when it cannot belong to the run."""
+        if self._base is None:
+            return None
+        rel = (sample_id - self._base) & ID_MASK
+        return rel if rel < HALF and rel < self._limit() else None
 
     def _close_current(self) -> None:
         if self._cur is not None:
@@ -117,23 +170,23 @@ class SampleAssembler:
             self._done = set(self.selected)
             self._filled.clear()
 
-    def _advance(self, sample_id: int) -> bool:
-        """Move to ``sample_id``; False for a frame of an older sample (ignored)."""
-        if self._base is None:
-            return False
+    def _move_to(self, rel: int) -> None:
+        """Start sample ``rel``; the whole samples between the current one and it were lost."""
         if self._cur is None:
-            if sample_id < self._base:
-                return False
-            self.discarded += (sample_id - self._base) * len(self.selected)
-        elif sample_id < self._cur:
-            return False
-        elif sample_id > self._cur:
-            self._close_current()
-            self.discarded += (sample_id - self._cur - 1) * len(self.selected)
+            self.discarded += rel * len(self.selected)
         else:
-            return True
-        self._cur = sample_id
+            self._close_current()
+            self.discarded += (rel - self._cur - 1) * len(self.selected)
+        self._cur = rel
         self._done, self._filled, self._used_in_sample = set(), {}, 0
+
+    def _advance(self, sample_id: int) -> bool:
+        """Move to ``sample_id``; False for a frame of an older sample or outside the run (ignored)."""
+        rel = self._relative(sample_id)
+        if rel is None or (self._cur is not None and rel < self._cur):
+            return False
+        if rel != self._cur:
+            self._move_to(rel)
         return True
 
     def on_chunk(self, frame: Frame) -> list[ReceivedTensor]:
@@ -176,11 +229,32 @@ class SampleAssembler:
         if self._advance(frame.sample_id):
             self._close_current()
 
-    def end_run(self, end_sample_id: int | None) -> None:
-        """Close the run; ``end_sample_id`` (one past its last sample) counts whole samples lost at its tail."""
+    def end_run(self, end_sample_id: int | None, cut: bool = False) -> None:
+        """Close the run; ``end_sample_id`` (one past its last sample) counts whole samples lost at its tail.
+
+        With ``cut`` (the run ended by the host's STOP, PROTOCOL.md 4.4) the device may have
+        stopped in the middle of its last sample, ``end_sample_id - 1``: the tensors of that
+        sample that did not arrive were never sent and are counted unused, not discarded.
+        """
+        end = None if end_sample_id is None else self._relative_end(end_sample_id)
+        if cut and end:
+            if self._cur is None or end - 1 > self._cur:
+                self._move_to(end - 1)  # the cut sample sent nothing that arrived
+            if self._cur == end - 1:
+                self.unused += len(self.selected) - len(self._done)
+                self._done = set(self.selected)
+                self._filled.clear()
         self._close_current()
-        if end_sample_id is not None and self._base is not None:
-            first_unseen = self._base if self._cur is None else self._cur + 1
-            self.discarded += max(0, end_sample_id - first_unseen) * len(self.selected)
+        if end is not None:
+            self.discarded += max(0, end - self.samples_seen) * len(self.selected)
         self._base = None
         self._cur = None
+
+    def _relative_end(self, end_sample_id: int) -> int | None:
+        """The run's end relative to its start; None when it is before what was seen or beyond the horizon."""
+        if self._base is None:
+            return None
+        rel = (end_sample_id - self._base) & ID_MASK
+        if rel >= HALF or rel < self.samples_seen or rel > self._limit():
+            return None
+        return rel

@@ -37,11 +37,13 @@ class DeviceLink:
     """The control side of the protocol over one port (see `SerialSource` for the parameters)."""
 
     def __init__(self, url: str, *, baudrate: int = 921600, timeout: float = 5.0, max_payload: int = PAYLOAD_LIMIT,
-                 max_tensor_bytes: int = 64 << 20, stop: threading.Event | None = None) -> None:
+                 max_tensor_bytes: int = 64 << 20, stop: threading.Event | None = None, list_timeout: float = 1.0,
+                 table_timeout: float = 2.0) -> None:
         if not MIN_PAYLOAD <= max_payload <= PAYLOAD_LIMIT:
             raise LinkError(f"max_payload {max_payload}; expected {MIN_PAYLOAD}..{PAYLOAD_LIMIT}")
         self.url, self.baudrate, self.timeout, self.max_payload = url, int(baudrate), float(timeout), max_payload
         self.max_tensor_bytes = max_tensor_bytes
+        self.list_timeout, self.table_timeout = list_timeout, table_timeout  # per request / per push try
         self._stop = stop or threading.Event()
         self._link = Transport(url, self.baudrate, max_payload)
         self._hello: HelloAck | None = None
@@ -97,7 +99,7 @@ class DeviceLink:
                     last = F_LAST if off + chunk >= len(data) else 0
                     self._send(TABLE_CHUNK, data[off : off + chunk], offset=off, total=len(data), flags=last)
                 try:
-                    self._wait(lambda: self._table_ack is not None, 2.0, interruptible=False)
+                    self._wait(lambda: self._table_ack is not None, self.table_timeout, interruptible=False)
                 except TimeoutError:
                     continue
                 status, size, got = self._table_ack  # type: ignore[misc]
@@ -246,7 +248,7 @@ class DeviceLink:
         for _ in range(4):
             self._send(LIST_REQ)
             try:
-                self._wait(lambda: all(i in self._infos for i in range(count)), 1.0)
+                self._wait(lambda: all(i in self._infos for i in range(count)), self.list_timeout)
                 break
             except TimeoutError:
                 continue

@@ -23,7 +23,7 @@ import time
 from typing import Iterator, Sequence
 
 from ..errors import InputError
-from .assembler import ReceivedTensor, SampleAssembler
+from .assembler import ReceivedTensor, SampleAssembler, id_distance
 from .control import DeviceInfo, DeviceLink, StopRequested
 from .errors import DeviceGone, HandshakeTimeout, LinkError, PortError
 from .frames import (CREDIT, F_FINAL, PAYLOAD_LIMIT, START, STOP, Frame, credit_payload, parse_ack, start_payload,
@@ -56,16 +56,26 @@ class SerialSource(DeviceLink):
         Seconds without any frame while streaming before the handshake is repeated.
     max_tensor_bytes : int
         Largest tensor the host agrees to reassemble (the table comes from the device).
+    max_sample_bytes : int
+        Largest total of the selected tensors: the host holds one buffer per selected tensor,
+        allocated when a run starts (default 64 MiB, sized for a 512 MB board).
     stop : threading.Event, optional
         Set it to make waits end promptly with `StopRequested`.
+    list_timeout, table_timeout, start_timeout : float
+        Seconds to wait for the tensor table (per LIST_REQ, 4 requests), for a TABLE_ACK
+        (per try, 3 tries) and for the START's ACK.
     """
 
     def __init__(self, url: str, *, baudrate: int = 921600, timeout: float = 5.0, max_payload: int = PAYLOAD_LIMIT,
                  window: int = 8, reconnect_timeout: float = 30.0, idle_timeout: float = 3.0,
-                 max_tensor_bytes: int = 64 << 20, stop: threading.Event | None = None) -> None:
+                 max_tensor_bytes: int = 64 << 20, max_sample_bytes: int = 64 << 20,
+                 stop: threading.Event | None = None, list_timeout: float = 1.0, table_timeout: float = 2.0,
+                 start_timeout: float = 2.0) -> None:
         super().__init__(url, baudrate=baudrate, timeout=timeout, max_payload=max_payload,
-                         max_tensor_bytes=max_tensor_bytes, stop=stop)
+                         max_tensor_bytes=max_tensor_bytes, stop=stop, list_timeout=list_timeout,
+                         table_timeout=table_timeout)
         self.window, self.reconnect_timeout, self.idle_timeout = max(1, window), reconnect_timeout, idle_timeout
+        self.max_sample_bytes, self.start_timeout = max_sample_bytes, start_timeout
         self._asm: SampleAssembler | None = None
         self._selected: list[str] | None = None
         self._run_id = int.from_bytes(os.urandom(2), "little")
@@ -73,7 +83,7 @@ class SerialSource(DeviceLink):
         self._final_end: int | None = None
         self._granted, self._last_credit = 0, 0.0
         self._run_stats = 0
-        self._resume_from: tuple[int | None, int] | None = None
+        self._resume_from: tuple[int | None, int, int] | None = None  # boot id, next sample id, credit left
         self._out: list[ReceivedTensor] = []
         self._totals = dict.fromkeys(RUN_TOTALS, 0)
         self.sample_limit: int | None = None  # complete samples wanted in all; later tensors are unused
@@ -93,6 +103,11 @@ class SerialSource(DeviceLink):
             chosen = [by_name[n] for n in dict.fromkeys(tensors)]
         if not chosen:
             raise InputError("no tensor to stream: none selected, or every selected tensor is empty")
+        declared = sum(t.nbytes for t in chosen)
+        if declared > self.max_sample_bytes:
+            raise InputError(f"{self.url}: the {len(chosen)} selected tensors declare {declared} bytes per sample; "
+                             f"this host allows at most {self.max_sample_bytes} (raise max_sample_bytes, or select "
+                             "fewer tensors)")
         self._selected = [t.name for t in chosen]
         try:
             self._start_run([t.id for t in chosen])
@@ -133,7 +148,7 @@ class SerialSource(DeviceLink):
                 self._pump()  # the STATS that follows the ACK
             except (TimeoutError, Disconnected):
                 log.warning("%s: the device did not acknowledge STOP; counting its last samples from what arrived", self.url)
-        self._retire(end)
+        self._retire(end, cut=True)
 
     def totals(self) -> dict[str, int]:
         """Tensor accounting over every run so far (including the current one)."""
@@ -145,12 +160,25 @@ class SerialSource(DeviceLink):
 
     # -- frames of a run -----------------------------------------------------------------------
     def _on_chunk(self, frame: Frame) -> None:
-        if self._asm is not None:
-            self._out += self._asm.on_chunk(frame)
+        if self._take_sample_frame(frame):
+            self._out += self._asm.on_chunk(frame)  # type: ignore[union-attr]
 
     def _on_sample_end(self, frame: Frame) -> None:
-        if self._asm is not None:
-            self._asm.on_sample_end(frame)
+        if self._take_sample_frame(frame):
+            self._asm.on_sample_end(frame)  # type: ignore[union-attr]
+
+    def _take_sample_frame(self, frame: Frame) -> bool:
+        """Whether the run takes this frame; a sample before the START's ACK begins the run provisionally.
+
+        The ACK is sent before the run's first sample, so such a frame means the ACK was
+        lost: the run's samples count from the first one seen until a repeated ACK names
+        the true first id (PROTOCOL.md 4.4).
+        """
+        if self._asm is None:
+            return False
+        if self._asm.base is None:
+            self._asm.begin_run(frame.sample_id)
+        return True
 
     def _on_hello_ack(self, frame: Frame) -> bool:
         rebooted = super()._on_hello_ack(frame)
@@ -166,11 +194,11 @@ class SerialSource(DeviceLink):
         acked, _, run_id = parse_ack(frame.payload)
         if acked == START and run_id == self._run_id and self._asm is not None and not self._running:
             if self._resume_from is not None and self._resume_from[0] == self._boot_id:
-                lost = (frame.sample_id - self._resume_from[1]) & 0xFFFFFFFF  # samples sent while we were away
-                if lost < 0x7FFFFFFF:
+                lost = id_distance(self._resume_from[1], frame.sample_id)  # samples sent while we were away
+                if 0 < lost <= self._resume_from[2]:  # the device had no credit for more
                     self._totals["discarded"] += lost * len(self._asm.selected)
             self._resume_from = None
-            self._asm.begin_run(frame.sample_id)
+            self._asm.rebase(frame.sample_id)
             self._running = True
             self._run_stats = 0
 
@@ -190,11 +218,13 @@ class SerialSource(DeviceLink):
         self._asm = SampleAssembler(self.device.tensors, ids)
         if self.sample_limit is not None:
             self._asm.limit = max(0, self.sample_limit - self._totals["samples_complete"])
+        self._asm.horizon = self.window
         self._running, self._run_stats, self.finished, self._final_end = False, 0, False, None
         payload = start_payload(self._run_id, self.window, tensor_mask(ids, len(self.device.tensors)))
         try:
             # a reset right after the ACK retires the run at once: poll() then restarts it
-            self._wait(lambda: self._running or self._need_restart, 2.0, lambda: self._send(START, payload), 0.5)
+            self._wait(lambda: self._running or self._need_restart, self.start_timeout,
+                       lambda: self._send(START, payload), min(0.5, self.start_timeout / 4))
         except TimeoutError:
             self._asm = None
             raise LinkError(f"{self.url}: the device did not acknowledge START; expected an ACK") from None
@@ -208,6 +238,7 @@ class SerialSource(DeviceLink):
         if want > self._granted or now - self._last_credit > 0.2:
             self._send(CREDIT, credit_payload(self._run_id, want))
             self._granted, self._last_credit = max(want, self._granted), now
+            self._asm.horizon = self._granted
 
     def _watchdog(self) -> None:
         if self._running and time.monotonic() - self._last_frame > self.idle_timeout:
@@ -255,12 +286,13 @@ class SerialSource(DeviceLink):
                 self.close()
                 self._stop.wait(0.2)
 
-    def _retire(self, end: int | None) -> None:
-        """Close the current run's accounting."""
+    def _retire(self, end: int | None, cut: bool = False) -> None:
+        """Close the current run's accounting (``cut``: it ended by our STOP, see `SampleAssembler.end_run`)."""
         if self._asm is not None:
-            if end is None and self._asm.next_sample_id is not None:  # reconciled if the same boot comes back
-                self._resume_from = (self._boot_id, self._asm.next_sample_id)
-            self._asm.end_run(end)
+            nxt = self._asm.next_sample_id
+            if end is None and nxt is not None and self._running:  # reconciled if the same boot comes back
+                self._resume_from = (self._boot_id, nxt, max(0, self._granted - self._asm.samples_seen))
+            self._asm.end_run(end, cut)
             for k in RUN_TOTALS:
                 self._totals[k] += getattr(self._asm, k)
         self._asm = None

@@ -55,8 +55,9 @@ class SerialLinkSource(Source):
         Seconds without a frame while streaming before the handshake is repeated (default 3).
     window : int
         Samples of credit the device may be ahead (default 8).
-    max_payload, max_tensor_bytes : int
-        Largest frame payload and tensor the host accepts (defaults 16384 and 64 MiB).
+    max_payload, max_tensor_bytes, max_sample_bytes : int
+        Largest frame payload, tensor and total of the streamed tensors the host accepts
+        (defaults 16384, 64 MiB and 64 MiB).
     """
 
     KIND = "serial"
@@ -70,6 +71,7 @@ class SerialLinkSource(Source):
         "window": Field(int, 8, between(1, 1 << 16)),
         "max_payload": Field(int, PAYLOAD_LIMIT, between(MIN_PAYLOAD, PAYLOAD_LIMIT)),
         "max_tensor_bytes": Field(int, 64 << 20, at_least(1)),
+        "max_sample_bytes": Field(int, 64 << 20, at_least(1)),
     }
     LIVE = True
 
@@ -78,7 +80,8 @@ class SerialLinkSource(Source):
         c = self.config
         self.link = SerialSource(c["url"], baudrate=c["baud"], timeout=c["timeout"], max_payload=c["max_payload"],
                                  window=c["window"], reconnect_timeout=c["reconnect_timeout"],
-                                 idle_timeout=c["idle_timeout"], max_tensor_bytes=c["max_tensor_bytes"])
+                                 idle_timeout=c["idle_timeout"], max_tensor_bytes=c["max_tensor_bytes"],
+                                 max_sample_bytes=c["max_sample_bytes"])
         self._device: tuple[str, list] | None = None  # model hash and tensor table of the first handshake
         self._selected: list[str] = []
         self._group_id: int | None = None
