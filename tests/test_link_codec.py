@@ -54,6 +54,15 @@ def naive_cobs_encode(data: bytes) -> bytes:
 
 
 # -- known-answer vectors -----------------------------------------------------------------------
+def test_sample_id_distance_follows_the_serial_vectors():
+    from edgecal.link.assembler import id_distance
+
+    rows = vectors("serial")
+    assert len(rows) >= 7
+    for name, a, b, dist in rows:
+        assert id_distance(int(a), int(b)) == int(dist), name
+
+
 def test_vector_file_is_what_make_vectors_writes():
     done = subprocess.run([sys.executable, str(FI / "vectors" / "make_vectors.py"), "--check"], capture_output=True,
                           text=True)

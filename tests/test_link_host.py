@@ -39,13 +39,15 @@ class FakeDevice:
     """
 
     def __init__(self, lengths=(4, 8, 2), *, names=None, first_sample=0, count=None, lose_acks=0, cut_after=None,
-                 cut_tensors=1, firmware=b"fake 1.0", log_text=None, listed=None, ack_start=True, table_ack=True):
+                 cut_tensors=1, firmware=b"fake 1.0", log_text=None, listed=None, ack_start=True, table_ack=True,
+                 reboot_after=None, new_hash=bytes(16)):
         self.lengths = list(lengths)
         self.names = names or [f"t{i}".encode() for i in range(len(lengths))]
         self.next_id, self.count, self.lose_acks = first_sample & 0xFFFFFFFF, count, lose_acks
         self.cut_after, self.cut_tensors, self.firmware, self.log_text = cut_after, cut_tensors, firmware, log_text
         self.listed = range(len(lengths)) if listed is None else listed
         self.ack_start, self.table_ack = ack_start, table_ack
+        self.reboot_after, self.new_hash, self.boot_id, self.model_hash = reboot_after, new_hash, 9, bytes(16)
         self.seq = self.sent_samples = self.run_sent = self.grant = self.run_id = 0
         self.streaming = self.hung = False
         self.sent: dict[tuple[int, str], np.ndarray] = {}  # (sample id, name) -> array sent whole
@@ -98,9 +100,9 @@ class FakeDevice:
         elif f.type == F.TABLE_CHUNK and f.flags & F.F_LAST and self.table_ack:
             self._send(F.TABLE_ACK, struct.pack("<HHII", 0, 0, f.total, 0))
 
-    def _hello_ack(self):
-        head = struct.pack("<HHHHI", 1, 1024, 1024, len(self.lengths), 9) + bytes(16)
-        self._send(F.HELLO_ACK, head + bytes([len(self.firmware)]) + self.firmware)
+    def _hello_ack(self, flags=0):
+        head = struct.pack("<HHHHI", 1, 1024, 1024, len(self.lengths), self.boot_id) + self.model_hash
+        self._send(F.HELLO_ACK, head + bytes([len(self.firmware)]) + self.firmware, flags=flags)
         if self.log_text is not None:
             self._send(F.LOG, b"\x02" + self.log_text)
             self._send(F.ERROR, b"\x02\x00" + self.log_text)
@@ -131,6 +133,15 @@ class FakeDevice:
             cut = self.sent_samples == self.cut_after
             self._sample(self.cut_tensors if cut else len(self.lengths))
             self.hung = cut
+            if self.sent_samples == self.reboot_after:
+                self._reboot()
+
+    def _reboot(self):
+        """As after a reset: counters from zero, a new boot id, maybe another model; a lone 0x00, HELLO_ACK(BOOT)."""
+        self.seq, self.next_id, self.streaming, self.reboot_after = 0, 0, False, None
+        self.boot_id, self.model_hash = self.boot_id + 1, self.new_hash
+        os.write(self.master, b"\0")
+        self._hello_ack(F.F_BOOT)
 
     def _sample(self, tensors):
         sid = self.next_id
@@ -185,7 +196,7 @@ def test_tensors_a_stop_cut_are_unused_not_lost(fake, caplog):
 
 def test_samples_streamed_before_a_lost_start_ack_count(fake):
     dev = fake(count=8, lose_acks=1)  # streams samples 0-7 on the first START; its ACK never arrives
-    result, got = session(dev, source={"start_timeout": 5.0})
+    result, got = session(dev)
     p = result.provenance
     assert dev.starts >= 2 and result.reason == "finished"
     assert (p["samples"], p["tensors_used"], p["tensors_discarded"], p["tensors_unused"]) == (8, 24, 0, 0)
@@ -240,6 +251,18 @@ def test_assembler_cut_sample_and_tail():
     finished.on_chunk(chunk(10, 0))
     finished.end_run(11)  # a FINAL STATS: nothing was cut, the rest was lost
     assert (finished.used, finished.discarded, finished.unused) == (1, 2, 0)
+
+
+def test_a_reset_into_another_model_ends_the_session_keeping_what_arrived(fake, caplog):
+    dev = fake(reboot_after=5, new_hash=b"\x11" * 16)  # its HELLO_ACK(BOOT) reuses sequence number 0
+    with caplog.at_level(logging.WARNING, logger="edgecal"):
+        result, got = session(dev, duration=20)
+    p = result.provenance
+    assert result.reason == "link-error" and p["device_resets"] == 1 and p["stalls"] == 0
+    assert (p["samples"], p["tensors_used"], p["tensors_discarded"]) == (5, 15, 0)
+    assert_arrays_are_the_sent_ones(dev, got)
+    message = next(r.getMessage() for r in caplog.records if "now runs model" in r.getMessage())
+    assert "11" * 16 in message and "00" * 16 in message
 
 
 # -- limits and slow error paths -------------------------------------------------------------------
@@ -318,7 +341,7 @@ def test_device_text_cannot_move_the_cursor_or_forge_an_error_line(fake, tmp_pat
 def test_provenance_keys_are_the_ones_protocol_md_lists(fake):
     dev = fake(count=3)
     result, _ = session(dev)
-    section = PROTOCOL.read_text().split("### 9.1 ", 1)[1].split("\n## ", 1)[0]
+    section = PROTOCOL.read_text().split("## 10. ", 1)[1]
     documented = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
     assert documented == list(result.provenance)
     device = re.findall(r"`device\.([a-z_]+)`", section)

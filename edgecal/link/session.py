@@ -151,7 +151,7 @@ class StreamSession:
             "firmware": src.device.hello.firmware, "ended": reason,
             "samples": totals["samples_complete"], "tensors_used": totals["used"],
             "tensors_discarded": totals["discarded"], "tensors_unused": totals["unused"],
-            "loss_rate": totals["discarded"] / seen if seen else 0.0,
+            "chunks_stray": totals["bad_chunks"], "loss_rate": totals["discarded"] / seen if seen else 0.0,
             **src.link_counters(), "device": src.device_counters(),
         }
 

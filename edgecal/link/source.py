@@ -85,6 +85,7 @@ class SerialSource(DeviceLink):
         self._run_stats = 0
         self._resume_from: tuple[int | None, int, int] | None = None  # boot id, next sample id, credit left
         self._out: list[ReceivedTensor] = []
+        self._deferred: Exception | None = None
         self._totals = dict.fromkeys(RUN_TOTALS, 0)
         self.sample_limit: int | None = None  # complete samples wanted in all; later tensors are unused
 
@@ -116,7 +117,23 @@ class SerialSource(DeviceLink):
         return list(self._selected)
 
     def poll(self, timeout: float = 0.05) -> list[ReceivedTensor]:
-        """Tensors completed within about ``timeout`` seconds (returns early when there are some)."""
+        """Tensors completed within about ``timeout`` seconds (returns early when there are some).
+
+        Tensors completed before an error are returned first; the error is raised by the next call.
+        """
+        if self._deferred is not None:
+            err, self._deferred = self._deferred, None
+            raise err
+        try:
+            self._poll_frames(timeout)
+        except (LinkError, StopRequested) as err:
+            if not self._out:
+                raise
+            self._deferred = err  # counted as used: they must reach the caller
+        out, self._out = self._out, []
+        return out
+
+    def _poll_frames(self, timeout: float) -> None:
         try:
             if self._need_restart:
                 self._restart()
@@ -127,8 +144,6 @@ class SerialSource(DeviceLink):
             self._watchdog()
         except Disconnected as err:
             self._reconnect(err)
-        out, self._out = self._out, []
-        return out
 
     def __iter__(self) -> Iterator[ReceivedTensor]:
         while not self.finished and not self._stop.is_set():

@@ -149,6 +149,9 @@ static void vector_line(char *line)
         size_t wlen = unhex(tok[4], b, sizeof b);
         int rc = decode_block(b, wlen, (uint16_t)atoi(tok[3]), &d, &p);
         CHECK(strcmp(error_name(rc), tok[2]) == 0, "bad %s: expected %s, got %s", tok[1], tok[2], error_name(rc));
+    } else if (strcmp(tok[0], "serial") == 0 && n == 5) {
+        uint32_t x = (uint32_t)strtoul(tok[2], NULL, 10), y = (uint32_t)strtoul(tok[3], NULL, 10);
+        CHECK((long)(int32_t)(y - x) == strtol(tok[4], NULL, 10), "serial %s", tok[1]);
     } else {
         CHECK(0, "unknown vector line %s", tok[0]);
     }
