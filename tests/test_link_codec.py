@@ -221,12 +221,15 @@ def test_assembler_delivers_exactly_the_complete_tensors(chunks_per_tensor, fate
                     frames.append(f)
             if ok:
                 expect_ok.add((s, t))
-    got = []
+    samples = []
     for f in frames:
         if f is not None and seq.accept(f.seq):
-            got += [(r.sample_id, 0 if r.name == "a" else 1) for r in asm.on_chunk(f)]
-    asm.end_run(nsamples)
+            samples += asm.on_chunk(f)
+    samples += asm.end_run(nsamples)
+    got = [(r.sample_id, 0 if r.name == "a" else 1) for x in samples for r in x.tensors()]
     assert set(got) == expect_ok and len(got) == len(expect_ok)
+    assert len({x.sample_id for x in samples}) == len(samples)  # one sample per id, whole or partial
+    assert all(x.complete == ({(x.sample_id, 0), (x.sample_id, 1)} <= expect_ok) for x in samples)
     assert asm.used + asm.discarded == 2 * nsamples
 
 

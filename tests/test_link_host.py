@@ -22,10 +22,11 @@ import pytest
 from edgecal import Calibrator
 from edgecal.cli import main
 from edgecal.errors import InputError
-from edgecal.link import LinkError, SerialSource, StreamSession, TablePushError
+from edgecal.link import LinkError, SerialHost, StreamSession, TablePushError
 from edgecal.link import frames as F
 from edgecal.link.assembler import SampleAssembler
 from edgecal.link.decoder import FrameDecoder
+from edgecal.link.run import DeviceRun, RunEvent, RunState
 from edgecal.text import printable
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "firmware_interface" / "PROTOCOL.md"
@@ -173,7 +174,7 @@ def fake():
 def session(dev, **kw):
     """Open a host on ``dev`` and run a session; returns (result, [(sample id, name, array)])."""
     got = []
-    with SerialSource(dev.url, **kw.pop("source", {})) as src:
+    with SerialHost(dev.url, **kw.pop("source", {})) as src:
         src.open()
         result = StreamSession(src, Calibrator(), on_tensor=lambda t: got.append(t), **kw).run()
     return result, got
@@ -225,7 +226,8 @@ def test_assembler_window_and_wrap():
     a.begin_run(0xFFFFFFFE)
     a.horizon = 8
     for sid in (0xFFFFFFFE, 0xFFFFFFFF, 1):  # sample 0 lost on the link
-        assert [t.sample_id for t in a.on_chunk(chunk(sid, 0)) + a.on_chunk(chunk(sid, 1))] == [sid, sid]
+        samples = a.on_chunk(chunk(sid, 0)) + a.on_chunk(chunk(sid, 1))
+        assert [(x.sample_id, list(x.arrays), x.complete) for x in samples] == [(sid, ["x", "y"], True)]
     for stray in (0xFFFFFFF0, 0x10000000, 9, 0xFFFFFFFD):  # before the run, or beyond the credit granted
         assert a.on_chunk(chunk(stray)) == []
     assert (a.used, a.discarded, a.bad_chunks, a.samples_seen) == (6, 2, 4, 4)
@@ -239,8 +241,9 @@ def test_assembler_cut_sample_and_tail():
     cut.begin_run(10)
     cut.on_chunk(chunk(10, 0))
     cut.on_chunk(chunk(10, 1, total=8))  # a size that disagrees with the table: discarded
-    cut.end_run(11, cut=True)  # tensor 2 never left the device
+    closed = cut.end_run(11, cut=True)  # tensor 2 never left the device
     assert (cut.used, cut.discarded, cut.unused) == (1, 1, 1)
+    assert [(x.sample_id, list(x.arrays), x.complete) for x in closed] == [(10, ["x"], False)]
     tail = SampleAssembler(table, [0, 1, 2])
     tail.begin_run(10)
     tail.on_chunk(chunk(10, 0))
@@ -265,6 +268,41 @@ def test_a_reset_into_another_model_ends_the_session_keeping_what_arrived(fake, 
     assert "11" * 16 in message and "00" * 16 in message
 
 
+def run_of(window=4):
+    return DeviceRun(3, [F.TensorInfo(0, "x", 1, (1,), 4), F.TensorInfo(1, "y", 1, (1,), 4)], [0, 1], window)
+
+
+def test_run_state_machine_follows_its_table():
+    run = run_of()
+    assert run.credit(time.monotonic() + 1) is None  # no credit before the ACK
+    assert run.on_event(RunEvent.STOP_ACKED, 5) == [] and run.state is RunState.STARTING  # not a transition
+    run.on_frame(chunk(41, 0))  # the ACK was lost: the run counts from sample 41 for now
+    run.on_event(RunEvent.ACKED, 40)  # it started at 40: sample 40 was lost
+    assert run.state is RunState.STREAMING and run.first_sample_id == 40 and run.asm.discarded == 2
+    assert run.credit(time.monotonic() + 1) == 2 + 4 and run.asm.horizon == 6
+    closed = run.on_event(RunEvent.FINAL, 42)  # sample 41 had only x; the device has no more
+    assert run.state is RunState.FINISHED and [(x.sample_id, x.complete) for x in closed] == [(41, False)]
+    assert run.on_frame(chunk(41, 1)) == [] and run.credit(time.monotonic() + 1) is None
+    run.on_event(RunEvent.STOP)
+    run.on_event(RunEvent.STOP_ACKED, 42)
+    assert run.state is RunState.ENDED and (run.asm.used, run.asm.discarded, run.asm.unused) == (1, 3, 0)
+    assert run.on_event(RunEvent.LOST) == [] and run.state is RunState.ENDED  # nothing leaves ENDED
+
+
+def test_run_lost_or_stopped_without_an_ack():
+    lost = run_of()
+    lost.on_event(RunEvent.ACKED, 0)
+    lost.on_frame(chunk(0, 0))
+    assert [(x.sample_id, list(x.arrays)) for x in lost.on_event(RunEvent.LOST)] == [(0, ["x"])]
+    assert lost.state is RunState.ENDED and (lost.asm.used, lost.asm.discarded) == (1, 1)  # the reset cost y
+    quiet = run_of()
+    quiet.on_event(RunEvent.ACKED, 0)
+    quiet.on_event(RunEvent.STOP)
+    assert quiet.on_frame(chunk(0, 0)) == [] and quiet.asm.unused == 1  # after the decision to stop: unused
+    quiet.on_event(RunEvent.GAVE_UP)  # no ACK for STOP: only what arrived is known
+    assert quiet.state is RunState.ENDED and (quiet.asm.used, quiet.asm.discarded, quiet.asm.unused) == (0, 0, 2)
+
+
 # -- limits and slow error paths -------------------------------------------------------------------
 def one_error_line(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
@@ -281,7 +319,7 @@ def test_declared_tensors_above_the_host_limit_are_refused_before_allocating(fak
     assert main(["stream", "--port", dev.url, "--list"]) == 0  # listing allocates nothing
     assert re.search(r"^39 +t39 +float32 +16777216 +67108864$", capsys.readouterr().out, re.M)
     small = fake([4, 4])
-    with SerialSource(small.url, max_sample_bytes=31) as src:
+    with SerialHost(small.url, max_sample_bytes=31) as src:
         src.open()
         with pytest.raises(InputError, match="2 selected tensors declare 32 bytes per sample; this host allows at most 31"):
             src.start()
@@ -289,7 +327,7 @@ def test_declared_tensors_above_the_host_limit_are_refused_before_allocating(fak
 
 def test_no_table_ack_fails_after_three_short_tries(fake):
     dev = fake(table_ack=False)
-    with SerialSource(dev.url, table_timeout=0.1) as src:
+    with SerialHost(dev.url, table_timeout=0.1) as src:
         src.open()
         t0 = time.monotonic()
         with pytest.raises(TablePushError, match="no acknowledgement of the table after 3 tries"):
@@ -299,7 +337,7 @@ def test_no_table_ack_fails_after_three_short_tries(fake):
 
 def test_incomplete_tensor_list_fails_after_four_short_requests(fake):
     dev = fake(listed=[0, 2])
-    src = SerialSource(dev.url, list_timeout=0.1)
+    src = SerialHost(dev.url, list_timeout=0.1)
     t0 = time.monotonic()
     with pytest.raises(LinkError, match="described 2 of its 3 tensors after 4 requests"):
         src.open()
@@ -308,7 +346,7 @@ def test_incomplete_tensor_list_fails_after_four_short_requests(fake):
 
 def test_no_start_ack_fails_after_the_start_timeout(fake):
     dev = fake(ack_start=False)
-    with SerialSource(dev.url, start_timeout=0.3) as src:
+    with SerialHost(dev.url, start_timeout=0.3) as src:
         src.open()
         t0 = time.monotonic()
         with pytest.raises(LinkError, match="did not acknowledge START"):

@@ -16,12 +16,12 @@ from .common import Progress, mb, open_state, output_spec, print_rows
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from ..link import SerialSource, StopRequested, StreamSession
+    from ..link import SerialHost, StopRequested, StreamSession
     from ..link.errors import LinkError
 
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    src = SerialSource(args.port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
+    src = SerialHost(args.port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
                        max_sample_bytes=args.max_sample_bytes, stop=stop)
     try:
         if args.list:
