@@ -238,18 +238,20 @@ def scripted_device(answer):
 
     master, slave = os.openpty()
     tty.setraw(slave)
+    own = os.dup(master)  # the thread's own descriptor: the caller's, once closed, may be reused by a later port
 
     def serve():
         dec = FrameDecoder()
         while True:
             try:
-                data = os.read(master, 4096)
+                data = os.read(own, 4096)  # EIO once no slave is open any more
             except OSError:
+                os.close(own)
                 return
             for f in dec.feed(data):
                 reply = answer(f)
                 if reply:
-                    os.write(master, reply)
+                    os.write(own, reply)
 
     threading.Thread(target=serve, daemon=True).start()
     return master, slave

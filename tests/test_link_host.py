@@ -7,6 +7,7 @@ that record, never against the host's own output."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ import struct
 import threading
 import time
 import tty
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,8 @@ from edgecal.link.decoder import FrameDecoder
 from edgecal.link.run import DeviceRun, RunEvent, RunState
 from edgecal.text import printable
 
-PROTOCOL = Path(__file__).resolve().parents[1] / "firmware_interface" / "PROTOCOL.md"
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ROOT / "firmware_interface" / "PROTOCOL.md"
 
 
 class FakeDevice:
@@ -56,11 +59,13 @@ class FakeDevice:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.url = os.ttyname(self.slave)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        os.close(self.slave)
-        os.close(self.master)
+        os.close(self.slave)  # with no slave open, the thread's read fails (EIO) and it ends
+        self._thread.join(timeout=10)
+        os.close(self.master)  # only now: a reused descriptor number must not reach a stale thread
 
     # -- wire ---------------------------------------------------------------------------------------
     def _send(self, ftype, payload=b"", sample_id=None, **fields):
@@ -384,3 +389,43 @@ def test_provenance_keys_are_the_ones_protocol_md_lists(fake):
     assert documented == list(result.provenance)
     device = re.findall(r"`device\.([a-z_]+)`", section)
     assert device and device == list(result.provenance["device"])
+
+
+def test_tensor_info_in_any_order_makes_the_same_table(fake):
+    dev = fake(listed=[2, 0, 1])  # PROTOCOL.md 3: a host keys TENSOR_INFO by tensor id
+    with SerialHost(dev.url) as src:
+        info = src.open()
+    assert [(t.id, t.name, t.nbytes) for t in info.tensors] == [(0, "t0", 16), (1, "t1", 32), (2, "t2", 8)]
+
+
+def test_provenance_keys_are_named_in_the_readme(fake):
+    dev = fake(count=1)
+    result, _ = session(dev)
+    section = (ROOT / "README.md").read_text().split("## Serial link", 1)[1].split("\n## ", 1)[0]
+    assert [k for k in result.provenance if f"`{k}`" not in section] == []
+
+
+def test_ecal_layout_of_protocol_md_reads_a_table_edgecal_writes():
+    """A reader written from PROTOCOL.md 7.1 alone, on a table written by edgecal.formats.ecal."""
+    from edgecal.formats.ecal import write_ecal
+    from edgecal.table import CalibrationTable, TensorCalibration
+
+    table = CalibrationTable([TensorCalibration.symmetric("conv1", 2.54), TensorCalibration.symmetric("fc", 0.5)],
+                             created="2026-01-01T00:00:00Z", edgecal_version="1")
+    data = write_ecal(table)
+    magic, version, h, n, m = struct.unpack_from("<4sHHII", data)
+    assert (magic, version, h, n) == (b"ECAL", 1, 16, 2)
+    assert struct.unpack_from("<I", data, len(data) - 4)[0] == zlib.crc32(data[:-4])
+    pos, seen = h + m, []
+    for _ in range(n):
+        length, scale32, zero, dtype, scheme, flags, amax, k = struct.unpack_from("<HfiBBHdB", data, pos)
+        name = data[pos + 23 : pos + 23 + k].decode()
+        exact_scale = struct.unpack_from("<d", data, pos + 87 + k)[0]
+        j = struct.unpack_from("<H", data, pos + 95 + k)[0]
+        method = json.loads(data[pos + 97 + k : pos + 97 + k + j])
+        seen.append((name, amax, exact_scale, zero, dtype, scheme, method["method"]))
+        assert length == 97 + k + j and scale32 == np.float32(exact_scale)
+        pos += length
+    assert pos == len(data) - 4
+    want = [(e.name, e.amax, e.scale, e.zero_point, 1, 1, e.method) for e in table.values()]
+    assert seen == want

@@ -95,12 +95,31 @@ class SerialHost:
         self._totals = dict.fromkeys(RUN_TOTALS, 0)
 
     # -- the link's side ---------------------------------------------------------------------
-    url = property(lambda self: self.link.url)
-    baudrate = property(lambda self: self.link.baudrate)
-    timeout = property(lambda self: self.link.timeout)
-    device = property(lambda self: self.link.device)
-    events = property(lambda self: self.link.events)
-    bytes_read = property(lambda self: self.link.bytes_read)
+    @property
+    def url(self) -> str:
+        return self.link.url
+
+    @property
+    def baudrate(self) -> int:
+        return self.link.baudrate
+
+    @property
+    def timeout(self) -> float:
+        return self.link.timeout
+
+    @property
+    def device(self) -> DeviceInfo | None:
+        """The device as the last handshake described it (None before `open`)."""
+        return self.link.device
+
+    @property
+    def events(self) -> dict[str, int]:
+        """Resets, reconnects, stalls, malformed frames, device logs and errors so far."""
+        return self.link.events
+
+    @property
+    def bytes_read(self) -> int:
+        return self.link.bytes_read
 
     def open(self) -> DeviceInfo:
         """Open the port and perform the handshake; returns the device's description."""
