@@ -54,6 +54,15 @@ def naive_cobs_encode(data: bytes) -> bytes:
 
 
 # -- known-answer vectors -----------------------------------------------------------------------
+def test_sample_id_distance_follows_the_serial_vectors():
+    from edgecal.link.assembler import id_distance
+
+    rows = vectors("serial")
+    assert len(rows) >= 7
+    for name, a, b, dist in rows:
+        assert id_distance(int(a), int(b)) == int(dist), name
+
+
 def test_vector_file_is_what_make_vectors_writes():
     done = subprocess.run([sys.executable, str(FI / "vectors" / "make_vectors.py"), "--check"], capture_output=True,
                           text=True)
@@ -212,12 +221,15 @@ def test_assembler_delivers_exactly_the_complete_tensors(chunks_per_tensor, fate
                     frames.append(f)
             if ok:
                 expect_ok.add((s, t))
-    got = []
+    samples = []
     for f in frames:
         if f is not None and seq.accept(f.seq):
-            got += [(r.sample_id, 0 if r.name == "a" else 1) for r in asm.on_chunk(f)]
-    asm.end_run(nsamples)
+            samples += asm.on_chunk(f)
+    samples += asm.end_run(nsamples)
+    got = [(r.sample_id, 0 if r.name == "a" else 1) for x in samples for r in x.tensors()]
     assert set(got) == expect_ok and len(got) == len(expect_ok)
+    assert len({x.sample_id for x in samples}) == len(samples)  # one sample per id, whole or partial
+    assert all(x.complete == ({(x.sample_id, 0), (x.sample_id, 1)} <= expect_ok) for x in samples)
     assert asm.used + asm.discarded == 2 * nsamples
 
 

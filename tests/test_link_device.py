@@ -1,5 +1,5 @@
 """End to end: the C example device as a separate process on a pty pair or a TCP socket, the
-host as `edgecal stream` / `SerialSource`. Tables must equal those computed directly from
+host as `edgecal stream` / `SerialHost`. Tables must equal those computed directly from
 exactly the tensors the device sent intact (its --truth log and --dump mode), and the
 counters must account for every damaged one."""
 
@@ -18,7 +18,7 @@ import pytest
 from edgecal import CalibrationTable, Calibrator
 from edgecal.cli import main
 from edgecal.errors import InputError
-from edgecal.link import LinkError, SerialSource, StreamSession
+from edgecal.link import LinkError, SerialHost, StreamSession
 from edgecal.link.build import build, compiler
 
 from link_helpers import NAMES, Device, entries, read_truth, reference, wait_for
@@ -171,7 +171,7 @@ def test_free_running_device_drops_whole_samples_and_says_so(exe, device, tmp_pa
     """Python API over socket://: the device outruns the credit window and drops whole samples."""
     dev = device("--count", 300, "--rate", 4000, transport="tcp")
     seen = []
-    with SerialSource(dev.url) as src:
+    with SerialHost(dev.url) as src:
         src.open()
         cal = Calibrator()
         result = StreamSession(src, cal, on_tensor=lambda t: seen.append((t.sample_id, t.name))).run()
@@ -238,18 +238,20 @@ def scripted_device(answer):
 
     master, slave = os.openpty()
     tty.setraw(slave)
+    own = os.dup(master)  # the thread's own descriptor: the caller's, once closed, may be reused by a later port
 
     def serve():
         dec = FrameDecoder()
         while True:
             try:
-                data = os.read(master, 4096)
+                data = os.read(own, 4096)  # EIO once no slave is open any more
             except OSError:
+                os.close(own)
                 return
             for f in dec.feed(data):
                 reply = answer(f)
                 if reply:
-                    os.write(master, reply)
+                    os.write(own, reply)
 
     threading.Thread(target=serve, daemon=True).start()
     return master, slave
@@ -298,7 +300,7 @@ def test_a_device_with_an_unacceptable_table_is_refused_before_any_allocation(te
 def test_table_refused_by_the_device(capsys):
     master, slave = scripted_device(handshake([(info(b"a", 1, 4), 16)], table_status=5))
     try:
-        with SerialSource(os.ttyname(slave)) as src:
+        with SerialHost(os.ttyname(slave)) as src:
             src.open()
             with pytest.raises(LinkError, match="refused the table: the firmware rejected the table"):
                 src.push_table(b"ECAL" + bytes(300))

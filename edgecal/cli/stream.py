@@ -16,13 +16,13 @@ from .common import Progress, mb, open_state, output_spec, print_rows
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from ..link import SerialSource, StopRequested, StreamSession
+    from ..link import SerialHost, StopRequested, StreamSession
     from ..link.errors import LinkError
 
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    src = SerialSource(args.port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
-                       stop=stop)
+    src = SerialHost(args.port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
+                       max_sample_bytes=args.max_sample_bytes, stop=stop)
     try:
         if args.list:
             _print_device(args.port, src.open())
@@ -115,6 +115,8 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     st.add_argument("--timeout", type=float, default=5.0, metavar="S", help="handshake timeout (default 5)")
     st.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
                     help="how long to wait for a vanished device (default 30)")
+    st.add_argument("--max-sample-bytes", type=int, default=64 << 20, metavar="BYTES",
+                    help="largest total size of the streamed tensors of one sample (default 64 MiB)")
     st.add_argument("--max-loss", type=float, default=1.0, metavar="PERCENT",
                     help="warn when more tensors than this are lost (default 1)")
     st.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")

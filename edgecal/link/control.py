@@ -1,7 +1,11 @@
 """`DeviceLink`: talking to a device -- handshake, tensor table, control frames, table push.
 
-`SerialSource` builds its streaming runs on top of it. Library code: it logs, never
-prints; every wait is bounded and can be interrupted with a `threading.Event`.
+It owns the port (a `Transport`) and dispatches every intact frame by its type through
+one table. Frames that belong to a streaming run (TENSOR_CHUNK, SAMPLE_END, and the
+ACK and STATS that drive a run) go on to the handlers its user registers with
+`DeviceLink.subscribe`; a device reset goes to ``on_reset``. `SerialHost` is that user.
+Library code: it logs, never prints; every wait is bounded and can be interrupted with
+a `threading.Event`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from typing import Callable, NamedTuple
 
 from .errors import FrameError, HandshakeTimeout, LinkError, ProtocolVersionError, TablePushError
 from .frames import (ACK, ERROR, F_BOOT, F_LAST, HELLO, HELLO_ACK, LIST_REQ, LOG, MAX_TENSORS, MIN_PAYLOAD,
-                     PAYLOAD_LIMIT, PROTOCOL_VERSION, SAMPLE_END, STATS, TABLE_ACK, TABLE_CHUNK, TABLE_STATUS,
-                     TENSOR_CHUNK, TENSOR_INFO, Frame, HelloAck, TensorInfo, hello_payload, parse_ack, parse_error,
-                     parse_hello_ack, parse_log, parse_stats, parse_table_ack, parse_tensor_info)
+                     PAYLOAD_LIMIT, PROTOCOL_VERSION, STATS, TABLE_ACK, TABLE_CHUNK, TABLE_STATUS, TENSOR_INFO, Frame,
+                     HelloAck, TensorInfo, hello_payload, parse_ack, parse_error, parse_hello_ack, parse_log,
+                     parse_stats, parse_table_ack, parse_tensor_info)
 from .transport import Disconnected, Transport
 
 log = logging.getLogger("edgecal")
@@ -34,33 +38,45 @@ class StopRequested(Exception):
 
 
 class DeviceLink:
-    """The control side of the protocol over one port (see `SerialSource` for the parameters)."""
+    """The control side of the protocol over one port (see `SerialHost` for the parameters)."""
 
     def __init__(self, url: str, *, baudrate: int = 921600, timeout: float = 5.0, max_payload: int = PAYLOAD_LIMIT,
-                 max_tensor_bytes: int = 64 << 20, stop: threading.Event | None = None) -> None:
+                 max_tensor_bytes: int = 64 << 20, stop: threading.Event | None = None, list_timeout: float = 1.0,
+                 table_timeout: float = 2.0) -> None:
         if not MIN_PAYLOAD <= max_payload <= PAYLOAD_LIMIT:
             raise LinkError(f"max_payload {max_payload}; expected {MIN_PAYLOAD}..{PAYLOAD_LIMIT}")
         self.url, self.baudrate, self.timeout, self.max_payload = url, int(baudrate), float(timeout), max_payload
         self.max_tensor_bytes = max_tensor_bytes
-        self._stop = stop or threading.Event()
+        self.list_timeout, self.table_timeout = list_timeout, table_timeout  # per request / per push try
+        self.stop_event = stop or threading.Event()
         self._link = Transport(url, self.baudrate, max_payload)
         self._hello: HelloAck | None = None
-        self._boot_id: int | None = None
+        self.boot_id: int | None = None
         self._infos: dict[int, TensorInfo] = {}
-        self._acks: dict[int, tuple[int, int]] = {}
+        self.acks: dict[int, tuple[int, int]] = {}  # acknowledged type -> (run id, sample id) of the latest ACK
         self._table_ack: tuple[int, int, int] | None = None
         self.device: DeviceInfo | None = None
-        self._last_frame = time.monotonic()
+        self.last_frame = time.monotonic()
         self._device_totals: dict[str, int] = {}
-        self._device_stats: dict[str, int] = {}
+        self.device_stats: dict[str, int] = {}  # the latest STATS of the current boot
         self.events = {"device_resets": 0, "reconnects": 0, "stalls": 0, "malformed": 0, "device_logs": 0,
                        "device_errors": 0}
+        self.on_reset: Callable[[], None] | None = None  # called when the device booted anew
+        self._subscribers: dict[int, list[Callable[[Frame], None]]] = {}
+        self._dispatch: dict[int, Callable[[Frame], None]] = {
+            TENSOR_INFO: self._on_tensor_info, LOG: self._on_log, ERROR: self._on_error, ACK: self._on_ack,
+            STATS: self._on_stats, TABLE_ACK: self._on_table_ack,
+        }
+
+    def subscribe(self, ftype: int, handler: Callable[[Frame], None]) -> None:
+        """Call ``handler`` with every intact, new frame of type ``ftype`` (after the link's own handling)."""
+        self._subscribers.setdefault(ftype, []).append(handler)
 
     def open(self) -> DeviceInfo:
         """Open the port and perform the handshake; returns the device's description."""
-        self._open_port()
+        self.open_port()
         try:
-            self.device = self._handshake(self.timeout)
+            self.device = self.handshake(self.timeout)
         except Disconnected as err:
             self.close()
             raise LinkError(f"{self.url}: the port failed during the handshake ({err})") from None
@@ -80,6 +96,11 @@ class DeviceLink:
         self.close()
 
     @property
+    def is_open(self) -> bool:
+        """Whether the port is open."""
+        return self._link.is_open
+
+    @property
     def bytes_read(self) -> int:
         """Bytes received from the port so far."""
         return self._link.bytes_read
@@ -95,9 +116,9 @@ class DeviceLink:
                 self._table_ack = None
                 for off in range(0, len(data), chunk):
                     last = F_LAST if off + chunk >= len(data) else 0
-                    self._send(TABLE_CHUNK, data[off : off + chunk], offset=off, total=len(data), flags=last)
+                    self.send(TABLE_CHUNK, data[off : off + chunk], offset=off, total=len(data), flags=last)
                 try:
-                    self._wait(lambda: self._table_ack is not None, 2.0, interruptible=False)
+                    self.wait(lambda: self._table_ack is not None, self.table_timeout, interruptible=False)
                 except TimeoutError:
                     continue
                 status, size, got = self._table_ack  # type: ignore[misc]
@@ -111,8 +132,8 @@ class DeviceLink:
 
     def device_counters(self) -> dict[str, int]:
         """The device's STATS counters, summed over its boots."""
-        keys = set(self._device_totals) | set(self._device_stats)
-        return {k: self._device_totals.get(k, 0) + self._device_stats.get(k, 0) for k in sorted(keys)
+        keys = set(self._device_totals) | set(self.device_stats)
+        return {k: self._device_totals.get(k, 0) + self.device_stats.get(k, 0) for k in sorted(keys)
                 if k not in ("uptime_ms", "run_samples")}
 
     def link_counters(self) -> dict[str, int]:
@@ -125,24 +146,26 @@ class DeviceLink:
                 "foreign_version": d.foreign_version, "resync_bytes": d.resync_bytes, **self.events}
 
     # -- transport ----------------------------------------------------------------------------
-    def _open_port(self) -> None:
+    def open_port(self) -> None:
+        """(Re)open the port (`PortError` when it cannot be)."""
         self._link.open()
 
-    def _send(self, ftype: int, payload: bytes = b"", **fields: int) -> None:
+    def send(self, ftype: int, payload: bytes = b"", **fields: int) -> None:
+        """Send one frame (`Disconnected` when the port failed)."""
         self._link.send(ftype, payload, **fields)
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """One read (at most a few ms); handles every frame it completes."""
         for frame in self._link.read():
-            self._last_frame = time.monotonic()
+            self.last_frame = time.monotonic()
             try:
                 self._handle(frame)
             except FrameError as err:
                 self.events["malformed"] += 1
                 log.debug("%s: malformed frame ignored: %s", self.url, err)
 
-    def _wait(self, done: Callable[[], bool], timeout: float, resend: Callable[[], None] | None = None,
-              interval: float = 0.25, interruptible: bool = True) -> None:
+    def wait(self, done: Callable[[], bool], timeout: float, resend: Callable[[], None] | None = None,
+             interval: float = 0.25, interruptible: bool = True) -> None:
         """Pump until ``done()``; TimeoutError after ``timeout`` s; ``resend`` every ``interval`` s.
 
         The stop event interrupts it (`StopRequested`) unless it is part of stopping itself.
@@ -151,14 +174,14 @@ class DeviceLink:
         next_send = 0.0
         while not done():
             now = time.monotonic()
-            if interruptible and self._stop.is_set():
+            if interruptible and self.stop_event.is_set():
                 raise StopRequested()
             if now >= deadline:
                 raise TimeoutError()
             if resend is not None and now >= next_send:
                 resend()
                 next_send = now + interval
-            self._pump()
+            self.pump()
 
     # -- frames -------------------------------------------------------------------------------
     def _handle(self, frame: Frame) -> None:
@@ -169,65 +192,62 @@ class DeviceLink:
             return
         if frame.version != PROTOCOL_VERSION or not self._link.rx_seq.accept(frame.seq):
             return
-        if frame.type == TENSOR_CHUNK:
-            self._on_chunk(frame)
-        elif frame.type == SAMPLE_END:
-            self._on_sample_end(frame)
-        elif frame.type == STATS:
-            self._on_stats(frame)
-        elif frame.type == ACK:
-            self._on_ack(frame)
-        elif frame.type == TENSOR_INFO:
-            self._infos[frame.tensor_id] = parse_tensor_info(frame)
-        elif frame.type == LOG:
-            level, text = parse_log(frame.payload)
-            self.events["device_logs"] += 1
-            log.log(LOG_LEVELS.get(level, logging.INFO), "device: %s", text)
-        elif frame.type == ERROR:
-            code, text = parse_error(frame.payload)
-            self.events["device_errors"] += 1
-            log.error("%s: device reported error %d: %s", self.url, code, text)
-        elif frame.type == TABLE_ACK:
-            self._table_ack = parse_table_ack(frame.payload)
+        own = self._dispatch.get(frame.type)
+        if own is not None:
+            own(frame)
+        for handler in self._subscribers.get(frame.type, ()):
+            handler(frame)
 
-    def _on_chunk(self, frame: Frame) -> None:
-        """TENSOR_CHUNK (streaming runs handle it)."""
+    def _on_tensor_info(self, frame: Frame) -> None:
+        self._infos[frame.tensor_id] = parse_tensor_info(frame)
 
-    def _on_sample_end(self, frame: Frame) -> None:
-        """SAMPLE_END (streaming runs handle it)."""
+    def _on_log(self, frame: Frame) -> None:
+        level, text = parse_log(frame.payload)
+        self.events["device_logs"] += 1
+        log.log(LOG_LEVELS.get(level, logging.INFO), "device: %s", text)
 
-    def _on_hello_ack(self, frame: Frame) -> bool:
-        """Checks the version and tracks boots; returns whether the device booted anew."""
+    def _on_error(self, frame: Frame) -> None:
+        code, text = parse_error(frame.payload)
+        self.events["device_errors"] += 1
+        log.error("%s: device reported error %d: %s", self.url, code, text)
+
+    def _on_table_ack(self, frame: Frame) -> None:
+        self._table_ack = parse_table_ack(frame.payload)
+
+    def _on_hello_ack(self, frame: Frame) -> None:
+        """Checks the version and tracks boots; a new boot goes to ``on_reset``."""
         ack = parse_hello_ack(frame.payload)
         if ack.version != PROTOCOL_VERSION or frame.version != PROTOCOL_VERSION:
             raise ProtocolVersionError(
                 f"{self.url}: the device speaks edgecal link protocol version {ack.version or frame.version}, "
                 f"this edgecal speaks version {PROTOCOL_VERSION}; update the device's firmware_interface or edgecal"
             )
-        new_boot = self._boot_id is not None and ack.boot_id != self._boot_id
+        new_boot = self.boot_id is not None and ack.boot_id != self.boot_id
         if new_boot:  # the device's counters restart with it
             self.events["device_resets"] += 1
-            for k, v in self._device_stats.items():
+            for k, v in self.device_stats.items():
                 self._device_totals[k] = self._device_totals.get(k, 0) + v
-            self._device_stats = {}
-        self._boot_id = ack.boot_id
+            self.device_stats = {}
+        self.boot_id = ack.boot_id
         if not frame.flags & F_BOOT:
             self._hello = ack
-        return new_boot or bool(frame.flags & F_BOOT)
+        if (new_boot or frame.flags & F_BOOT) and self.on_reset is not None:
+            self.on_reset()
 
     def _on_ack(self, frame: Frame) -> None:
         acked, _, run_id = parse_ack(frame.payload)
-        self._acks[acked] = (run_id, frame.sample_id)
+        self.acks[acked] = (run_id, frame.sample_id)
 
     def _on_stats(self, frame: Frame) -> None:
-        self._device_stats = parse_stats(frame.payload)
+        self.device_stats = parse_stats(frame.payload)
 
     # -- handshake ------------------------------------------------------------------------------
-    def _handshake(self, timeout: float) -> DeviceInfo:
+    def handshake(self, timeout: float) -> DeviceInfo:
+        """HELLO until a HELLO_ACK, then the tensor table; `HandshakeTimeout` after ``timeout`` s."""
         self._hello = None
         try:
-            self._wait(lambda: self._hello is not None, timeout,
-                       lambda: self._send(HELLO, hello_payload(self.max_payload)), 0.25)
+            self.wait(lambda: self._hello is not None, timeout,
+                      lambda: self.send(HELLO, hello_payload(self.max_payload)), 0.25)
         except TimeoutError:
             raise HandshakeTimeout(
                 f"{self.url}: no answer at {self.baudrate} baud within {timeout:g} s; expected a device running "
@@ -244,9 +264,9 @@ class DeviceLink:
     def _list(self, count: int) -> list[TensorInfo]:
         self._infos = {}
         for _ in range(4):
-            self._send(LIST_REQ)
+            self.send(LIST_REQ)
             try:
-                self._wait(lambda: all(i in self._infos for i in range(count)), 1.0)
+                self.wait(lambda: all(i in self._infos for i in range(count)), self.list_timeout)
                 break
             except TimeoutError:
                 continue

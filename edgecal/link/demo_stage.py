@@ -24,7 +24,7 @@ from ..table import CalibrationTable
 from .build import ROOT, build, compiler
 from .errors import LinkError
 from .session import StreamSession
-from .source import SerialSource
+from .host import SerialHost
 
 SAMPLES = 40
 FLIP_EVERY = 25
@@ -94,7 +94,7 @@ def run_serial_stage() -> SerialStage:
         proc = subprocess.Popen([str(exe), *args], pass_fds=[master])
         os.close(master)
         try:
-            with SerialSource(os.ttyname(slave)) as src:
+            with SerialHost(os.ttyname(slave)) as src:
                 info = src.open()
                 cal = Calibrator()
                 result = StreamSession(src, cal, max_loss=1.0).run()

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..text import printable
 from .cobs import cobs_encode
 from .errors import FrameError
 
@@ -87,7 +88,8 @@ def _need(payload: bytes, size: int, what: str) -> None:
 
 
 def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
+    """Device text, decoded and escaped: it is only ever shown or logged."""
+    return printable(data.decode("utf-8", errors="replace"))
 
 
 # -- control payloads ----------------------------------------------------------------------
@@ -156,6 +158,7 @@ def parse_tensor_info(frame: Frame) -> TensorInfo:
         raise FrameError(f"tensor {frame.tensor_id}: name is not UTF-8 ({err})") from None
     if not name or "\n" in name:
         raise FrameError(f"tensor {frame.tensor_id}: name {name!r}; expected a non-empty single line")
+    name = printable(name)  # shown, logged and written into tables: escaped (one to one, so still unique)
     size = int(np.prod(shape, dtype=object)) * np.dtype(DTYPES[code]).itemsize
     if size != frame.total:
         raise FrameError(f"tensor {name!r}: shape {list(shape)} of {DTYPES[code]} is {size} bytes, header says {frame.total}")
@@ -194,7 +197,7 @@ def parse_stats(payload: bytes) -> dict[str, int]:
 
 def parse_log(payload: bytes) -> tuple[int, str]:
     _need(payload, 1, "LOG")
-    return payload[0], _text(payload[1:]).rstrip("\r\n")
+    return payload[0], _text(payload[1:].rstrip(b"\r\n"))
 
 
 def parse_error(payload: bytes) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""`StreamSession`: tensors from a `SerialSource` into a `Calibrator`, with provenance.
+"""`StreamSession`: samples from a `SerialHost` into a `Calibrator`, with provenance.
 
 The session is what ``edgecal stream`` runs: it feeds every intact tensor to the
 calibrator, stops on a sample count, a duration, a stop event or when the device
@@ -17,10 +17,11 @@ from typing import Any, Callable, Sequence
 
 from ..calibrator import Calibrator
 from ..errors import InputError
-from .assembler import ReceivedTensor
+from .assembler import ReceivedSample, ReceivedTensor
+from .control import StopRequested
 from .errors import DeviceGone, LinkError
 from .frames import PROTOCOL_VERSION
-from .source import SerialSource, StopRequested
+from .host import SerialHost
 
 log = logging.getLogger("edgecal")
 
@@ -40,8 +41,8 @@ class StreamSession:
 
     Parameters
     ----------
-    source : SerialSource
-        An opened source (`SerialSource.open` done).
+    source : SerialHost
+        An opened host (`SerialHost.open` done).
     calibrator : Calibrator
         Receives every intact tensor; its model hash is set from the device, or must match it.
     tensors : sequence of str, optional
@@ -60,14 +61,14 @@ class StreamSession:
         Loss rate (discarded / (used + discarded) tensors) above which a warning is logged.
     """
 
-    def __init__(self, source: SerialSource, calibrator: Calibrator, *, tensors: Sequence[str] | None = None,
+    def __init__(self, source: SerialHost, calibrator: Calibrator, *, tensors: Sequence[str] | None = None,
                  samples: int | None = None, duration: float | None = None, stop: threading.Event | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  on_tensor: Callable[[ReceivedTensor], None] | None = None,
                  checkpoint: Callable[[], None] | None = None, checkpoint_every: float = 30.0,
                  max_loss: float = 0.01) -> None:
         if source.device is None:
-            raise InputError("StreamSession needs an opened SerialSource")
+            raise InputError("StreamSession needs an opened SerialHost")
         if samples is not None and samples < 1 or duration is not None and duration <= 0:
             raise InputError(f"samples {samples} / duration {duration}: expected a positive count / number of seconds")
         self.source, self.calibrator, self.tensors = source, calibrator, tensors
@@ -91,10 +92,7 @@ class StreamSession:
         try:
             src.start(self.tensors)
             while True:
-                for t in src.poll(0.05):
-                    self.calibrator.observe(t.name, t.array)
-                    if self.on_tensor is not None:
-                        self.on_tensor(t)
+                self._feed(src.poll(0.05))
                 reason = self._done()
                 if reason:
                     break
@@ -112,13 +110,20 @@ class StreamSession:
                 raise
             reason = "device-gone" if isinstance(err, DeviceGone) else "link-error"
             log.warning("%s; the table is made from what arrived before", err)
-        src.stop()
+        self._feed(src.stop())  # e.g. the intact tensors of a last, partial sample
         if self.on_progress is not None:
             self.on_progress(self.progress())  # the final figures
         provenance = self.provenance(reason)
         self._warn_loss(provenance)
         totals = src.totals()
         return StreamResult(reason, totals["samples_complete"], totals["used"], provenance)
+
+    def _feed(self, samples: list[ReceivedSample]) -> None:
+        for sample in samples:
+            for t in sample.tensors():
+                self.calibrator.observe(t.name, t.array)
+                if self.on_tensor is not None:
+                    self.on_tensor(t)
 
     def _done(self) -> str:
         if self.stop_event.is_set():
@@ -151,7 +156,7 @@ class StreamSession:
             "firmware": src.device.hello.firmware, "ended": reason,
             "samples": totals["samples_complete"], "tensors_used": totals["used"],
             "tensors_discarded": totals["discarded"], "tensors_unused": totals["unused"],
-            "loss_rate": totals["discarded"] / seen if seen else 0.0,
+            "chunks_stray": totals["bad_chunks"], "loss_rate": totals["discarded"] / seen if seen else 0.0,
             **src.link_counters(), "device": src.device_counters(),
         }
 

@@ -2,7 +2,7 @@
 
 It owns the pyserial object, the `FrameDecoder` with its counters, sequence
 tracking in both directions, and the translation of every port failure into
-`Disconnected`, which `SerialSource` answers by reconnecting.
+`Disconnected`, which `SerialHost` answers by reconnecting.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`Connection`: one application's stream of link frames on the local socket, turned into samples.
 
 Each connection has its own `FrameDecoder` (memory fixed by ``max_payload``), its own
-sequence tracking and its own tensor table, and reassembles tensors with the link's
+sequence tracking and its own tensor table, and reassembles samples with the link's
 `SampleAssembler`, so a tensor with a missing, corrupt or inconsistent chunk is
 discarded whole and counted, never delivered. What a connection may ask the host to
 hold is capped: a tensor table above ``max_tensor_bytes`` per tensor or
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..link.assembler import ReceivedTensor, SampleAssembler, SeqTracker
+from ..link.assembler import ReceivedSample, SampleAssembler, SeqTracker
 from ..link.decoder import FrameDecoder
 from ..link.errors import FrameError
 from ..link.frames import (MAX_TENSORS, PROTOCOL_VERSION, SAMPLE_END, TENSOR_CHUNK, TENSOR_INFO, Frame, TensorInfo,
@@ -57,9 +57,6 @@ class Connection:
         self.tally = dict.fromkeys(TALLIES, 0)
         self._infos: dict[int, TensorInfo] = {}
         self._asm: SampleAssembler | None = None
-        self._group_id: int | None = None
-        self._group: dict[str, np.ndarray] = {}
-        self._table_size = 0
         self._out: list[dict[str, np.ndarray]] = []
 
     def feed(self, data: bytes) -> list[dict[str, np.ndarray]]:
@@ -94,13 +91,10 @@ class Connection:
             if self._asm is None:
                 self._begin_run(frame.sample_id)
             assert self._asm is not None
-            for tensor in self._asm.on_chunk(frame):
-                self._collect(tensor)
+            self._deliver(self._asm.on_chunk(frame))
         elif frame.type == SAMPLE_END:
             if self._asm is not None:
-                self._asm.on_sample_end(frame)
-                if self._group_id == frame.sample_id:
-                    self._flush()
+                self._deliver(self._asm.on_sample_end(frame))
         elif frame.type == TENSOR_INFO:
             self._on_info(frame)
         else:
@@ -138,31 +132,23 @@ class Connection:
         if total > self.limits.max_sample_bytes:
             raise ClientError(f"the tensor table holds {total} bytes per sample; this socket takes at most "
                               f"{self.limits.max_sample_bytes} (max_sample_bytes)")
-        self._asm, self._table_size = SampleAssembler(table, list(range(count))), count
+        self._asm = SampleAssembler(table, list(range(count)))
         self._asm.begin_run(sample_id)
 
     def _end_run(self) -> None:
         if self._asm is not None:
-            self._asm.end_run(None)
+            self._deliver(self._asm.end_run(None))
             self.tally["tensors_discarded"] += self._asm.discarded
             self.tally["bad_chunks"] += self._asm.bad_chunks
             self._asm = None
-        self._flush()
 
     # -- samples ------------------------------------------------------------------------------
-    def _collect(self, tensor: ReceivedTensor) -> None:
-        if tensor.sample_id != self._group_id or tensor.name in self._group:
-            self._flush()
-            self._group_id = tensor.sample_id
-        self._group[tensor.name] = tensor.array
-
-    def _flush(self) -> None:
-        if self._group:
+    def _deliver(self, samples: list[ReceivedSample]) -> None:
+        for sample in samples:
             self.tally["samples"] += 1
-            self.tally["tensors_used"] += len(self._group)
-            self.tally["samples_partial"] += len(self._group) < self._table_size
-            self._out.append(self._group)
-        self._group, self._group_id = {}, None
+            self.tally["tensors_used"] += len(sample.arrays)
+            self.tally["samples_partial"] += not sample.complete
+            self._out.append(sample.arrays)
 
     def _take(self) -> list[dict[str, np.ndarray]]:
         out, self._out = self._out, []

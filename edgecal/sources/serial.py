@@ -1,7 +1,7 @@
 """`SerialLinkSource`: a device running firmware_interface, over a serial port or any pyserial URL.
 
-An adapter over `edgecal.link.SerialSource` (handshake, credits, reassembly, loss
-accounting, device resets) that groups the intact tensors of each sample id into one
+An adapter over `edgecal.link.SerialHost` (handshake, credits, reassembly into
+samples, loss accounting, device resets): each sample the host emits becomes one
 `Sample`. A sample whose tensors were partly lost on the link is delivered with the
 tensors that arrived intact (as ``edgecal stream`` uses them); the lost ones are
 counted in `SerialLinkSource.stats`.
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import Field
 from ..errors import InputError
-from ..link import LinkError, ProtocolVersionError, ReceivedTensor, SerialSource, StopRequested
+from ..link import LinkError, ProtocolVersionError, ReceivedSample, SerialHost, StopRequested
 from ..link.frames import MIN_PAYLOAD, PAYLOAD_LIMIT
 from .base import Sample, Source, SourceError, SourceExhausted, register_source
 from .fields import at_least, between, checked_config, names, non_empty, non_negative, positive
@@ -55,8 +55,9 @@ class SerialLinkSource(Source):
         Seconds without a frame while streaming before the handshake is repeated (default 3).
     window : int
         Samples of credit the device may be ahead (default 8).
-    max_payload, max_tensor_bytes : int
-        Largest frame payload and tensor the host accepts (defaults 16384 and 64 MiB).
+    max_payload, max_tensor_bytes, max_sample_bytes : int
+        Largest frame payload, tensor and total of the streamed tensors the host accepts
+        (defaults 16384, 64 MiB and 64 MiB).
     """
 
     KIND = "serial"
@@ -70,19 +71,18 @@ class SerialLinkSource(Source):
         "window": Field(int, 8, between(1, 1 << 16)),
         "max_payload": Field(int, PAYLOAD_LIMIT, between(MIN_PAYLOAD, PAYLOAD_LIMIT)),
         "max_tensor_bytes": Field(int, 64 << 20, at_least(1)),
+        "max_sample_bytes": Field(int, 64 << 20, at_least(1)),
     }
     LIVE = True
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**checked_config(self.KIND, self.FIELDS, config))
         c = self.config
-        self.link = SerialSource(c["url"], baudrate=c["baud"], timeout=c["timeout"], max_payload=c["max_payload"],
+        self.link = SerialHost(c["url"], baudrate=c["baud"], timeout=c["timeout"], max_payload=c["max_payload"],
                                  window=c["window"], reconnect_timeout=c["reconnect_timeout"],
-                                 idle_timeout=c["idle_timeout"], max_tensor_bytes=c["max_tensor_bytes"])
+                                 idle_timeout=c["idle_timeout"], max_tensor_bytes=c["max_tensor_bytes"],
+                                 max_sample_bytes=c["max_sample_bytes"])
         self._device: tuple[str, list] | None = None  # model hash and tensor table of the first handshake
-        self._selected: list[str] = []
-        self._group_id: int | None = None
-        self._group: dict[str, np.ndarray] = {}
         self._ready: deque[dict[str, np.ndarray]] = deque()
         self._error: SourceError | None = None
         self._lock = threading.Lock()
@@ -95,7 +95,7 @@ class SerialLinkSource(Source):
         try:
             info = self.link.open()
             self._check_device(info.hello.model_hash, info.tensors)
-            self._selected = self.link.start(self.config["tensors"] or None)
+            self.link.start(self.config["tensors"] or None)
         except ProtocolVersionError:
             self.link.close()
             raise
@@ -114,10 +114,7 @@ class SerialLinkSource(Source):
                 err, self._error = self._error, None
                 raise err
             if self.link.finished:
-                self._flush()
-                if not self._ready:
-                    raise SourceExhausted(f"{self.config['url']}: the device has no more samples")
-                break
+                raise SourceExhausted(f"{self.config['url']}: the device has no more samples")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._update_stats()
@@ -129,7 +126,7 @@ class SerialLinkSource(Source):
 
     def close(self) -> None:
         try:
-            self.link.stop()
+            self.link.stop()  # a partial last sample it closes is not read any more
         except LinkError as err:
             log.warning("%s: %s", self.config["url"], err)
         self.link.close()
@@ -155,29 +152,18 @@ class SerialLinkSource(Source):
 
     def _poll(self, timeout: float) -> None:
         try:
-            tensors = self.link.poll(timeout)
+            samples = self.link.poll(timeout)  # what arrived intact comes before an error
         except (LinkError, StopRequested) as err:
-            self._flush()  # what arrived intact is delivered before the error
             self._error = SourceError(str(err))
             self.link.close()
             return
-        for t in tensors:
-            self._collect(t)
+        for s in samples:
+            self._deliver(s)
 
-    def _collect(self, t: ReceivedTensor) -> None:
-        if t.sample_id != self._group_id or t.name in self._group:
-            self._flush()
-            self._group_id = t.sample_id
-        self._group[t.name] = t.array
-        if len(self._group) == len(self._selected):
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._group:
-            self._counts["samples"] += 1
-            self._counts["samples_partial"] += len(self._group) < len(self._selected)
-            self._ready.append(self._group)
-        self._group, self._group_id = {}, None
+    def _deliver(self, sample: ReceivedSample) -> None:
+        self._counts["samples"] += 1
+        self._counts["samples_partial"] += not sample.complete
+        self._ready.append(sample.arrays)
 
     def _update_stats(self) -> None:
         totals = self.link.totals()

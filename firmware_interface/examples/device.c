@@ -333,9 +333,12 @@ static void unplug(void)
         /* A pty hang-up discards what the host has not read yet, so the truth log could not say
          * which tensors arrived: unplug once the host has read everything (bounded wait). */
         const char *name = ptsname(out_fd);
-        int slave = name ? open(name, O_RDONLY | O_NOCTTY | O_NONBLOCK) : -1, queued = 0;
+        int slave = name ? open(name, O_RDONLY | O_NOCTTY | O_NONBLOCK) : -1, queued = 0, quiet = 0;
         deadline = now_s() + 5.0;
-        while (slave >= 0 && ioctl(slave, FIONREAD, &queued) == 0 && queued > 0 && now_s() < deadline) {
+        /* FIONREAD misses bytes the kernel has not moved into the slave's buffer yet (a loaded
+         * machine): the queue must stay empty for 20 checks in a row */
+        while (slave >= 0 && quiet < 20 && ioctl(slave, FIONREAD, &queued) == 0 && now_s() < deadline) {
+            quiet = queued > 0 ? 0 : quiet + 1;
             poll(NULL, 0, 5);
         }
         exit(0);

@@ -212,6 +212,7 @@ typedef struct {
     uint8_t in_sample;
     uint16_t tensors_in_sample;
     uint32_t run_id;
+    uint32_t run_first; /* sample id of the run's first sample: a repeated START's ACK repeats it */
     uint32_t grant;
     uint32_t sample_id;
     uint8_t mask[ECL_MAX_TENSORS / 8];

@@ -361,14 +361,21 @@ static int send_tensor_info(ecl_link *l, uint16_t id)
     return send_frame(l, &s, p, n, (const uint8_t *)t->name, name);
 }
 
-static int send_ack(ecl_link *l, uint8_t acked_type, uint8_t status)
+static int send_ack(ecl_link *l, uint8_t acked_type, uint32_t sample_id)
 {
     uint8_t p[8];
+    frame_spec s;
     p[0] = acked_type;
-    p[1] = status;
+    p[1] = 0;
     put16(p + 2, 0);
     put32(p + 4, l->run_id);
-    return send_simple(l, ECL_T_ACK, 0, p, 8);
+    s.type = ECL_T_ACK;
+    s.flags = 0;
+    s.sample_id = sample_id;
+    s.tensor_id = 0;
+    s.offset = 0;
+    s.total = 0;
+    return send_frame(l, &s, p, 8, NULL, 0);
 }
 
 int ecl_send_stats(ecl_link *l, uint8_t flags, uint32_t uptime_ms)
@@ -648,16 +655,17 @@ static int on_start(ecl_link *l, const ecl_header *h, const uint8_t *p)
             l->mask[k >> 3] = (uint8_t)(l->mask[k >> 3] & ~(1u << (k & 7u)));
         }
         l->stats.run_samples = 0;
+        l->run_first = l->stats.samples_sent;
         l->streaming = 1;
     }
-    return send_ack(l, ECL_T_START, 0);
+    return send_ack(l, ECL_T_START, l->run_first); /* a repeated ACK names the same first sample */
 }
 
 static int on_stop(ecl_link *l)
 {
     int rc;
     l->streaming = 0;
-    rc = send_ack(l, ECL_T_STOP, 0);
+    rc = send_ack(l, ECL_T_STOP, l->stats.samples_sent); /* one past the last sample, also when idle */
     return rc != ECL_OK ? rc : ecl_send_stats(l, 0, l->stats.uptime_ms);
 }
 

@@ -149,6 +149,9 @@ static void vector_line(char *line)
         size_t wlen = unhex(tok[4], b, sizeof b);
         int rc = decode_block(b, wlen, (uint16_t)atoi(tok[3]), &d, &p);
         CHECK(strcmp(error_name(rc), tok[2]) == 0, "bad %s: expected %s, got %s", tok[1], tok[2], error_name(rc));
+    } else if (strcmp(tok[0], "serial") == 0 && n == 5) {
+        uint32_t x = (uint32_t)strtoul(tok[2], NULL, 10), y = (uint32_t)strtoul(tok[3], NULL, 10);
+        CHECK((long)(int32_t)(y - x) == strtol(tok[4], NULL, 10), "serial %s", tok[1]);
     } else {
         CHECK(0, "unknown vector line %s", tok[0]);
     }
@@ -326,7 +329,7 @@ static void test_streaming_and_credits(void)
     room = (size_t)-1;
     clear_out();
     start(&l, 9, 100, 1, 0x02); /* same run: only the ACK again */
-    CHECK(next_frame(&h, &p) && h.type == ECL_T_ACK && h.sample_id == 1, "re-ack");
+    CHECK(next_frame(&h, &p) && h.type == ECL_T_ACK && h.sample_id == 0, "re-ack names the run's first sample");
     CHECK(ecl_sample_begin(&l) == ECL_OK && ecl_send_tensor(&l, 0, av) == ECL_OK && ecl_sample_end(&l) == ECL_OK,
           "second sample");
     CHECK(next_frame(&h, &p) && h.type == ECL_T_TENSOR_CHUNK && h.sample_id == 1, "second sample frame");
@@ -344,6 +347,12 @@ static void test_streaming_and_credits(void)
               p[36] == 1 && h.seq == p[0],
           "stats");
     CHECK(ecl_sample_begin(&l) == ECL_E_STOPPED, "stopped");
+    clear_out();
+    host_send(&l, ECL_T_STOP, 0, 0, 0, NULL, 0); /* STOP while idle: the same ACK and STATS */
+    CHECK(next_frame(&h, &p) && h.type == ECL_T_ACK && p[0] == ECL_T_STOP && h.sample_id == 3 && p[4] == 10,
+          "idle stop ack: next sample id, last run id");
+    CHECK(next_frame(&h, &p) && h.type == ECL_T_STATS && p[8] == 2 && p[36] == 1,
+          "an inference while idle is no credit drop");
     CHECK(ecl_send_tensor(&l, 0, av) == ECL_E_STATE, "tensor outside a sample");
     fail_writes = 1;
     CHECK(ecl_log(&l, ECL_LOG_INFO, "x", 1) == ECL_E_WRITE, "write failure is reported");

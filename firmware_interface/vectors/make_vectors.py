@@ -17,10 +17,13 @@ hex, '#' starts a comment line:
     cobs  NAME BODY_HEX ENCODED_HEX
     frame NAME TYPE FLAGS SEQ SAMPLE TENSOR OFFSET TOTAL PAYLOAD_HEX WIRE_HEX
     bad   NAME ERROR MAX_PAYLOAD WIRE_HEX
+    serial NAME A B DISTANCE
 
 TYPE and FLAGS are hex bytes, the other numbers decimal; WIRE_HEX includes the
 trailing 00 delimiter. ERROR is the first failed check of PROTOCOL.md 1.2: cobs,
-short, magic, crc, length, version or oversize.
+short, magic, crc, length, version or oversize. DISTANCE is b - a for the 32-bit
+counters A and B under PROTOCOL.md section 5, as a signed decimal in -2^31 .. 2^31-1:
+B is newer than A when it is positive.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def frames() -> list[tuple]:
         ("stop", 0x06, 0, 40, 0, 0, 0, 0, b""),
         ("credit", 0x07, 0, 3, 0, 0, 0, 0, u32(7, 9)),
         ("ping", 0x08, 0, 5, 0, 0, 0, 0, b"\x01\x02"),
-        ("pong", 0x09, 0, 6, 0, 0, 0, 0, b"\x01\x02"),
+        ("pong", 0x09, 0, 6, 12, 0, 0, 0, b"\x01\x02"),
         ("ack_start", 0x0A, 0, 7, 12, 0, 0, 0, bytes([0x05, 0]) + u16(0) + u32(7)),
         ("tensor_chunk", 0x10, 0x01, 8, 12, 2, 1024, 1056, chunk),
         ("tensor_chunk_long", 0x10, 0, 9, 12, 3, 0, 4096, long_chunk),
@@ -149,8 +152,12 @@ def frames() -> list[tuple]:
         ("stats_final", 0x20, 0x02, 120, 12, 0, 0, 0, stats),
         ("log", 0x30, 0, 11, 13, 0, 0, 0, b"\x01booting: model ok\n"),
         ("table_chunk", 0x40, 0x01, 4, 0, 0, 0, len(table), table),
-        ("table_ack", 0x41, 0, 41, 0, 0, 0, 0, u16(0, 0) + u32(len(table)) + table[-4:]),
-        ("error", 0x7F, 0, 42, 0, 0, 0, 0, u16(2) + b"malformed request"),
+        ("table_ack", 0x41, 0, 41, 13, 0, 0, 0, u16(0, 0) + u32(len(table)) + table[-4:]),
+        ("error", 0x7F, 0, 42, 13, 0, 0, 0, u16(2) + b"malformed request"),
+        # STOP while idle: ACK of type 0x06 with the last run id and the next sample id, then STATS
+        ("ack_stop_idle", 0x0A, 0, 43, 13, 0, 0, 0, bytes([0x06, 0]) + u16(0) + u32(7)),
+        ("stats_idle", 0x20, 0, 44, 13, 0, 0, 0, u32(44, 13, 3, 1, 65, 12, 0, 0, 7000, 1)),
+        ("tensor_chunk_wrapped", 0x10, 0x01, 45, 0xFFFFFFFF, 0, 0, 4, u32(0x3F800000)),
     ]
 
 
@@ -175,11 +182,22 @@ def bad_frames() -> list[tuple[str, int, bytes]]:
     ]
 
 
+def serial_cases() -> list[tuple[str, int, int]]:
+    return [("next", 5, 6), ("same", 7, 7), ("older", 6, 5), ("wrap", 0xFFFFFFFE, 1), ("wrap_back", 1, 0xFFFFFFFE),
+            ("half_minus_one", 0, 0x7FFFFFFF), ("half", 0, 0x80000000)]
+
+
+def distance(a: int, b: int) -> int:
+    d = (b - a) % 2**32
+    return d - 2**32 if d >= 2**31 else d
+
+
 def render() -> str:
     lines = [
         "# edgecal link protocol v1 known-answer vectors; written by make_vectors.py from PROTOCOL.md. Do not edit.",
         "# crc NAME DATA_HEX CRC_HEX | cobs NAME BODY_HEX ENCODED_HEX",
         "# frame NAME TYPE FLAGS SEQ SAMPLE TENSOR OFFSET TOTAL PAYLOAD_HEX WIRE_HEX | bad NAME ERROR MAX_PAYLOAD WIRE_HEX",
+        "# serial NAME A B DISTANCE (b - a, signed; positive: b is newer)",
     ]
     hx = lambda b: b.hex() or "-"  # noqa: E731
     for name, data in (("empty", b""), ("check", b"123456789"), ("zeros", bytes(4))):
@@ -198,6 +216,8 @@ def render() -> str:
         lines.append(f"frame {name} {ftype:02x} {flags:02x} {seq} {sample} {tensor} {offset} {total} {hx(payload)} {wire.hex()}")
     for name, max_payload, wire in bad_frames():
         lines.append(f"bad {name} {classify(wire, max_payload)} {max_payload} {wire.hex()}")
+    for name, a, b in serial_cases():
+        lines.append(f"serial {name} {a} {b} {distance(a, b)}")
     return "\n".join(lines) + "\n"
 
 
