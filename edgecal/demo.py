@@ -2,8 +2,8 @@
 
 The sample (`edgecal/data/demo_activations.npz`, made by scripts/make_demo_data.py)
 holds four tensors of different character. Each is streamed into a `Calibrator`
-one batch row at a time, exactly as live activations would arrive; the kl table is
-written in every format, and every method's threshold, clipping and SQNR are
+one batch row at a time, exactly as live activations would arrive; the table of the
+default method is written in every format, and every method's threshold, clipping and SQNR are
 reported side by side.
 """
 
@@ -17,10 +17,11 @@ import numpy as np
 from .calibrator import Calibrator
 from .packagedata import load_npz
 from .formats import format_names, get_format
+from .methods import DEFAULT_METHOD
 from .metrics import clipped_fraction, sqnr_db
 from .table import CalibrationTable
 
-METHODS = ("kl", "minmax", "percentile", "mse")
+METHODS = (DEFAULT_METHOD, "kl", "minmax", "percentile")
 
 
 def load_sample() -> dict[str, np.ndarray]:
@@ -49,7 +50,7 @@ class DemoReport:
 
 
 def run_demo(out_dir: Path) -> DemoReport:
-    """Calibrate the sample, write the kl table in every format to ``out_dir``."""
+    """Calibrate the sample, write the default method's table in every format to ``out_dir``."""
     sample = load_sample()
     cal = Calibrator()
     for name, batch in sample.items():
@@ -60,7 +61,7 @@ def run_demo(out_dir: Path) -> DemoReport:
     written = {}
     for fmt in format_names():
         path = out_dir / f"table{get_format(fmt).suffixes[0]}"
-        tables["kl"].save(path, format=fmt)
+        tables[DEFAULT_METHOD].save(path, format=fmt)
         written[fmt] = path
     rows = []
     for name, x in sample.items():
@@ -70,10 +71,10 @@ def run_demo(out_dir: Path) -> DemoReport:
                 name=name,
                 values=int(x.size),
                 amax={m: e.amax for m, e in entries.items()},
-                scale=entries["kl"].scale,
+                scale=entries[DEFAULT_METHOD].scale,
                 clipped={m: clipped_fraction(x, e) for m, e in entries.items()},
                 sqnr={m: sqnr_db(x, e) for m, e in entries.items()},
-                flags=entries["kl"].flags,
+                flags=entries[DEFAULT_METHOD].flags,
             )
         )
-    return DemoReport(rows, written, tables["kl"])
+    return DemoReport(rows, written, tables[DEFAULT_METHOD])

@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models = study_ocr.fetch_models(Path(args.cache))
     calib = args.calib or (4 if args.quick else 24)
-    methods = args.methods.split(",") if args.methods else EDGECAL_METHODS
+    methods = args.methods.split(",") if args.methods else ([DEFAULT_METHOD, "kl", "minmax"] if args.quick else
+                                                            EDGECAL_METHODS)
     ort_methods = {} if args.no_ort else ({"ORT MinMax": ORT_METHODS["ORT MinMax"], "ORT Percentile":
                                            ORT_METHODS["ORT Percentile"]} if args.quick else ORT_METHODS)
     wanted = args.tasks.split(",")

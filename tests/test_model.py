@@ -9,6 +9,7 @@ import pytest
 
 from edgecal import Calibrator, CalibrationTable, InputError, TensorCalibration
 from edgecal import reference as ref
+from edgecal.methods import DEFAULT_METHOD
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed; pip install -e '.[test]'")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -161,15 +162,18 @@ def test_missing_onnx_names_the_extra(monkeypatch):
         load_graph("whatever.onnx")
 
 
-def test_digits_int8_kl_stays_within_half_a_point_of_float():
+@pytest.mark.parametrize("scheme", ["symmetric", "tflite"])
+def test_digits_int8_default_stays_within_a_point_of_float(scheme):
+    """597 held-out images: one image is 0.17 points, so the bound leaves room for BLAS differences between machines."""
     from edgecal.model.digits import run_digits_demo
 
-    demo = run_digits_demo(scheme="symmetric")
+    demo = run_digits_demo(scheme=scheme)
     for method, report in demo.reports.items():
         assert report.float_accuracy > 0.97 and report.samples == 597
         assert len(report.tensors) == 9 and all(t.sqnr_db > 25 for t in report.tensors), method
-    kl = demo.reports["kl"]
-    assert kl.float_accuracy - kl.int8_accuracy <= 0.005
+    default = demo.reports[DEFAULT_METHOD]
+    assert default.float_accuracy - default.int8_accuracy <= 0.01
+    assert default.top1_agreement >= 0.99 and min(t.sqnr_db for t in default.tensors) > 30
 
 
 def test_the_check_sees_a_bad_table():

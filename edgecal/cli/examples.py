@@ -20,13 +20,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     report = run_demo(Path(args.out))
     print("edgecal demo: bundled activations streamed one sample at a time, thresholds per method\n")
-    rows = [("tensor", "values", *[f"amax {m}" for m in METHODS], "scale kl", "clipped kl",
+    rows = [("tensor", "values", *[f"amax {m}" for m in METHODS], f"scale {METHODS[0]}", f"clipped {METHODS[0]}",
              *[f"SQNR {m}" for m in METHODS])]
     for r in report.rows:
         rows.append((r.name, str(r.values), *[f"{r.amax[m]:.4g}" for m in METHODS], f"{r.scale:.4g}",
-                     f"{100 * r.clipped['kl']:.3f}%", *[db(r.sqnr[m]) for m in METHODS]))
+                     f"{100 * r.clipped[METHODS[0]]:.3f}%", *[db(r.sqnr[m]) for m in METHODS]))
     print_rows(rows)
-    print(f"\nkl table written in every format to {args.out}/:")
+    print(f"\n{METHODS[0]} table written in every format to {args.out}/:")
     for name, path in report.written.items():
         print(f"  {name:<5} {path}")
     _print_digits_demo()

@@ -13,12 +13,13 @@ from importlib import resources
 import numpy as np
 
 from ..calibrator import Calibrator
+from ..methods import DEFAULT_METHOD
 from ..packagedata import load_npz
 from .activations import observe_model
 from .check import CheckReport, check_model
 from .graph import Graph, from_onnx, import_onnx
 
-DEMO_METHODS = ("kl", "minmax", "percentile")
+DEMO_METHODS = (DEFAULT_METHOD, "kl", "minmax", "percentile")
 
 
 def load_digits_model() -> Graph:

@@ -1,0 +1,58 @@
+"""The small version of scripts/accuracy_study.py: three real pretrained models (fetched from PyPI), every peer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecal.methods import DEFAULT_METHOD
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest.importorskip("onnxruntime", reason="the study runs int8 models in ONNX Runtime (test extra)")
+pytest.importorskip("onnx", reason="the study reads and quantizes ONNX models (test extra)")
+pytest.importorskip("PIL", reason="the study renders its text inputs with Pillow (test extra)")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "quick.json"
+    cache = Path(os.environ.get("EDGECAL_STUDY_CACHE", ROOT / ".cache" / "study"))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "accuracy_study.py"), "--quick", "--cache", str(cache),
+                           "--json", str(out)], capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    if done.returncode != 0 and "pip could not download" in done.stderr + done.stdout:
+        pytest.skip(f"the models' wheel could not be downloaded: {done.stderr.strip().splitlines()[-1:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_the_quick_study_measures_every_model_beside_the_peers(study):
+    results, printed = study
+    assert set(results) == {"det", "rec", "cls"}
+    for name, task in results.items():
+        rows = {r["method"]: r for r in task["rows"]}
+        assert {f"edgecal {DEFAULT_METHOD}", "edgecal kl", "edgecal minmax", "ORT MinMax", "ORT Percentile"} <= set(rows)
+        for row in rows.values():
+            assert set(row["metric"]) == {"s8", "u8"} and all(0.0 <= v <= 1.0 for v in row["metric"].values())
+            assert row["seconds"] > 0 and row["rss_mib"] == row["rss_mib"]  # measured, not NaN
+        assert f"| edgecal {DEFAULT_METHOD} |" in printed and task["kind"] in printed
+
+
+@pytest.mark.slow
+def test_the_default_keeps_every_real_model_working(study):
+    """Small sets are noisy, so the bounds are loose; the full study (README) holds the 0.5-point comparison."""
+    results, _ = study
+    for name, task in results.items():
+        rows = {r["method"]: r for r in task["rows"]}
+        default = rows[f"edgecal {DEFAULT_METHOD}"]
+        best = max(max(r["metric"].values()) for r in rows.values())
+        for act in ("s8", "u8"):
+            assert default["metric"][act] >= 0.85, (name, act, default["metric"])
+            assert default["metric"][act] >= best - 0.05, (name, act, default["metric"], best)
+    cls = {r["method"]: r for r in results["cls"]["rows"]}
+    assert cls["edgecal kl"]["metric"]["s8"] < cls[f"edgecal {DEFAULT_METHOD}"]["metric"]["s8"] - 0.2  # the recipe's failure
