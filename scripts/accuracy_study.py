@@ -252,6 +252,19 @@ def markdown(task: study_ocr.Task, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def machine() -> str:
+    """Where and when the figures were measured."""
+    import datetime
+    import platform
+
+    import onnxruntime
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
+    return (f"{datetime.date.today()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"ONNX Runtime {onnxruntime.__version__}, 1 intra-op thread")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sets and fewer peers (the CI version)")
@@ -277,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ort_methods = {} if args.no_ort else ({"ORT MinMax": ORT_METHODS["ORT MinMax"], "ORT Percentile":
                                            ORT_METHODS["ORT Percentile"]} if args.quick else ORT_METHODS)
     wanted = args.tasks.split(",")
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"machine": machine()}
+    print(f"{results['machine']}\n", flush=True)
     held = ({"det": 4, "rec": 24, "cls": 48} if args.quick else {"det": 48, "rec": 300, "cls": 600})
     if args.held_out:
         held = dict.fromkeys(held, args.held_out)

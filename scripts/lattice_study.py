@@ -183,7 +183,7 @@ def print_report(cases: list[dict], cfg: dict, seconds: float) -> dict:
     print(f"reference: np.histogram of non-zero |x|, {EXACT_BINS} bins over [0, max|x|], kl_search, T = i*max|x|/{EXACT_BINS}."
           f" dSQNR = SQNR(config) - SQNR(reference), symmetric int8 round trip, dB")
 
-    print(f"\nper distribution: mean dSQNR (min) in dB; SQNR of the reference in dB")
+    print("\nper distribution: mean dSQNR (min) in dB; SQNR of the reference in dB")
     print(f"{'distribution':<19}{'ref SQNR':>9}" + "".join(f"{lab:>19}" for lab in labels))
     for name in DISTRIBUTIONS:
         sub = [c for c in cases if c["distribution"] == name]
@@ -193,7 +193,7 @@ def print_report(cases: list[dict], cfg: dict, seconds: float) -> dict:
             row += f"{mean:>+11.3f} ({lo:+.2f})"
         print(row)
 
-    print(f"\nper distribution: mean threshold / reference threshold; mean share of lattice bins above max|x|")
+    print("\nper distribution: mean threshold / reference threshold; mean share of lattice bins above max|x|")
     print(f"{'distribution':<19}" + "".join(f"{lab:>16}" for lab in labels) + "".join(f"{f'empty {b}':>12}" for b in (2048, 4096, 8192)))
     for name in DISTRIBUTIONS:
         sub = [c for c in cases if c["distribution"] == name]
@@ -201,7 +201,7 @@ def print_report(cases: list[dict], cfg: dict, seconds: float) -> dict:
         row += "".join(f"{np.mean([c['empty_share'][b] for c in sub]):>12.1%}" for b in (2048, 4096, 8192))
         print(row)
 
-    print(f"\nper position of max|x| in its octave (all distributions): mean dSQNR (min) in dB; empty share of 2048 bins")
+    print("\nper position of max|x| in its octave (all distributions): mean dSQNR (min) in dB; empty share of 2048 bins")
     print(f"{'s':<6}" + "".join(f"{lab:>19}" for lab in labels) + f"{'empty 2048':>12}")
     for s in cfg["positions"]:
         sub = [c for c in cases if c["position"] == s]

@@ -635,8 +635,8 @@ def test_ort_reads_the_files_onnxruntime_writes(tmp_path, monkeypatch):
     quant_utils = pytest.importorskip("onnxruntime.quantization.quant_utils", reason=reason)
     np = pytest.importorskip("numpy")
     cache = {
-        "b": calibrate.TensorData(lowest=np.float32(-5.0), highest=np.float32(2.0)),
-        "a": calibrate.TensorData(lowest=np.float32(-1.0), highest=np.float32(2.5)),
+        "b": calibrate.TensorData(lowest=np.array(-5.0, np.float32), highest=np.array(2.0, np.float32)),
+        "a": calibrate.TensorData(lowest=np.array(-1.0, np.float32), highest=np.array(2.5, np.float32)),  # 0-d arrays: ORT 1.23 cannot write float32 scalars
     }
     monkeypatch.chdir(tmp_path)
     quant_utils.write_calibration_table(cache)

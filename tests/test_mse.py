@@ -160,3 +160,21 @@ def test_mse_is_the_default_and_its_parameters_are_checked():
         get_method("mse")(h, candidates=0)
     with pytest.raises(InputError, match="parameter 'candidates' must be int, found str"):
         get_method("mse")(h, candidates="9")
+
+
+def test_no_method_clips_more_than_one_percent_unflagged_over_sizes_and_shapes():
+    """scripts/synthetic_sweep.py on sizes 100 .. 100k (the README's run goes to 100M)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import synthetic_sweep
+
+    rows = synthetic_sweep.sweep([100, 1_000, 10_000, 100_000], seeds=2)
+    assert len(rows) == 4 * 2 * len(synthetic_sweep.DISTRIBUTIONS) * 2 * len(synthetic_sweep.METHODS)
+    for r in rows:
+        assert r["clipped"] <= 0.01 or r["flagged"], r
+    kl_bimodal = [r for r in rows if r["method"] == "kl" and r["dist"] == "bimodal" and r["scheme"] == "symmetric"]
+    assert any(r["clipped"] > 0.5 and r["flagged"] for r in kl_bimodal)  # the recipe's failure is caught, not hidden
+    default = [r for r in rows if r["method"] == DEFAULT_METHOD]
+    assert max(r["clipped"] for r in default) <= 0.02
