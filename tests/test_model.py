@@ -158,7 +158,7 @@ def test_accumulator_overflow_in_a_model_is_an_error():
 
 def test_missing_onnx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'edgecal\[onnx\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install -e '\.\[onnx\]'"):
         load_graph("whatever.onnx")
 
 

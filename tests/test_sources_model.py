@@ -284,14 +284,14 @@ def test_missing_optional_packages_name_their_extra(tmp_path, monkeypatch):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(b"\x89PNG")
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'edgecal\[images\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install -e '\.\[images\]'"):
         input_files(tmp_path / "img")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'edgecal\[onnxruntime\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install -e '\.\[onnxruntime\]'"):
         OnnxRuntimeSource(model=DIGITS, inputs=str(tmp_path)).open()
     for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'edgecal\[litert\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install -e '\.\[litert\]'"):
         LiteRTSource(model=DIGITS, inputs=str(tmp_path)).open()
 
 

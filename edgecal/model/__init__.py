@@ -1,6 +1,6 @@
 """Float ONNX models: read, run in float and in int8 with a table, and check what the table costs.
 
-Reading ONNX files needs the ``onnx`` package (``pip install 'edgecal[onnx]'``); the
+Reading ONNX files needs the ``onnx`` package (``pip install -e '.[onnx]'``); the
 runners themselves use numpy and the kernels in `edgecal.reference`. Any other ONNX
 model goes through ONNX Runtime (the ``onnxruntime`` extra): `quantize_onnx` makes its
 int8 model with a table's ranges, `check_onnx` compares the two.

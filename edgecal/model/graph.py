@@ -33,7 +33,7 @@ def import_onnx() -> Any:
         import onnx
     except ImportError as err:
         raise MissingExtraError(
-            "reading ONNX models needs the onnx package; install it with: pip install 'edgecal[onnx]'"
+            "reading ONNX models needs the onnx package; install it with: pip install -e '.[onnx]'"
         ) from err
     return onnx
 

@@ -42,7 +42,7 @@ def import_interpreter() -> tuple[Any, Any]:
             from tflite_runtime.interpreter import Interpreter, OpResolverType
         except ImportError:
             raise MissingExtraError("the litert source needs LiteRT; install it with: "
-                                    "pip install 'edgecal[litert]'") from err
+                                    "pip install -e '.[litert]'") from err
     return Interpreter, OpResolverType
 
 

@@ -74,7 +74,7 @@ def import_pil() -> Any:
     try:
         from PIL import Image
     except ImportError as err:
-        raise MissingExtraError("reading image inputs needs Pillow; install it with: pip install 'edgecal[images]'") from err
+        raise MissingExtraError("reading image inputs needs Pillow; install it with: pip install -e '.[images]'") from err
     return Image
 
 

@@ -26,7 +26,7 @@ from .model_inputs import ModelInput
 from .model import MODEL_FIELDS, ModelSource
 
 FLOAT_ELEM_TYPES = (1, 10, 11)  # onnx TensorProto FLOAT, FLOAT16, DOUBLE
-EXTRA = "install it with: pip install 'edgecal[onnxruntime]'"
+EXTRA = "install it with: pip install -e '.[onnxruntime]'"
 
 
 def import_runtime() -> tuple[Any, Any]:
