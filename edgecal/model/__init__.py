@@ -7,16 +7,18 @@ int8 model with a table's ranges, `check_onnx` compares the two.
 """
 
 from .activations import calibrate_file, observe_model
+from .budget import DEFAULT_BUDGET, MemoryBudget
 from .check import CheckReport, TensorReport, check_model, sqnr_db
 from .float_run import run_float
 from .graph import OPS, Graph, MissingExtraError, Node, from_onnx, load_graph
+from .initializers import MalformedModelError, UnsafeModelError
 from .int8_run import Int8Model, QParams, quantize_weights
 from .ort_check import OnnxCheckReport, OutputReport, QuantizedTensorReport, check_onnx
 from .ort_quant import QuantizeSummary, quantize_onnx, table_ranges
 
 __all__ = [
-    "OPS", "CheckReport", "Graph", "Int8Model", "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport",
-    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "calibrate_file", "check_model",
+    "DEFAULT_BUDGET", "OPS", "CheckReport", "Graph", "Int8Model", "MalformedModelError", "MemoryBudget", "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport",
+    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "UnsafeModelError", "calibrate_file", "check_model",
     "check_onnx", "from_onnx", "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float",
     "sqnr_db", "table_ranges",
 ]

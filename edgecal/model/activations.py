@@ -23,10 +23,12 @@ MAX_BATCH_BYTES = 1 << 30  # one input file is one batch in memory
 
 
 def observe_model(cal: Calibrator, graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
-    """Run ``graph`` in float on one batch and observe every activation (inputs and node outputs)."""
-    values = run_float(graph, feeds)
-    for name in graph.activations():
-        cal.observe(name, values[name])
+    """Run ``graph`` in float on one batch and observe every activation (inputs and node outputs).
+
+    Each tensor is observed as soon as it is computed and freed after its last reader,
+    so memory holds the live tensors only, not every intermediate of the batch.
+    """
+    run_float(graph, feeds, keep=(), observe=cal.observe)
 
 
 def feeds_from(graph: Graph, arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:

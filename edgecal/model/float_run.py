@@ -15,25 +15,16 @@ strides and dilations; pools exclude padding from max and average).
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError
-from ..reference.geometry import Window
 from .graph import Graph, Node
+from .shapes import flatten_shape, plan, reshape_shape, window
 
-
-def window(node: Node, kernel: tuple[int, int]) -> Window:
-    """The sliding window of a Conv / pool node from its ONNX attributes."""
-    a = node.attrs
-    auto = a.get("auto_pad", "NOTSET")
-    padding = {"SAME_UPPER": "SAME", "SAME_LOWER": "SAME_LOWER", "VALID": "VALID"}.get(auto)
-    if padding is None:
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        padding = (pads[0], pads[1], pads[2], pads[3])
-    return Window.of(kernel, tuple(a.get("strides", (1, 1))), tuple(a.get("dilations", (1, 1))), padding)
+__all__ = ["check_feeds", "run_float", "window"]
 
 
 def _windows(x: np.ndarray, win: Window, fill: float) -> np.ndarray:
@@ -86,18 +77,11 @@ def clip_bounds(node: Node, values: Mapping[str, np.ndarray]) -> tuple[float, fl
 
 
 def reshape_to(node: Node, x: np.ndarray, shape: np.ndarray) -> tuple[int, ...]:
-    target = [int(s) for s in shape]
-    if not node.attrs.get("allowzero", 0):
-        target = [x.shape[i] if s == 0 else s for i, s in enumerate(target)]
-    try:
-        return np.empty(x.shape, dtype=np.bool_).reshape(target).shape
-    except ValueError as err:
-        raise InputError(f"{node.where()}: cannot reshape {x.shape} to {tuple(shape.tolist())}") from err
+    return reshape_shape(node, x.shape, shape)
 
 
 def flatten_to(node: Node, x: np.ndarray) -> tuple[int, int]:
-    axis = int(node.attrs.get("axis", 1)) % (x.ndim + 1 if x.ndim else 1)
-    return math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+    return flatten_shape(node, x.shape)
 
 
 def _run_node(node: Node, v: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -137,11 +121,27 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.n
     return out
 
 
-def run_float(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every tensor of the graph (inputs, constants, each node output) computed in float32."""
+def run_float(graph: Graph, feeds: Mapping[str, np.ndarray], keep: Iterable[str] | None = None,
+              observe: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    """Tensors of the graph computed in float32: every one (``keep`` None), or the outputs and ``keep``.
+
+    Shapes are checked against ``graph.budget`` before anything runs (`InputError`
+    naming the node). Each intermediate not kept is freed once its last reader ran;
+    ``observe(name, value)``, when given, sees every activation (graph inputs, then
+    each node output) as soon as it exists.
+    """
     values: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v
                                      for k, v in graph.constants.items()}
-    values.update(check_feeds(graph, feeds))
-    for node in graph.nodes:
-        values[node.outputs[0]] = _run_node(node, values)
+    inputs = check_feeds(graph, feeds)
+    steps = plan(graph, {k: v.shape for k, v in inputs.items()}, keep)
+    values.update(inputs)
+    if observe is not None:
+        for name in inputs:
+            observe(name, inputs[name])
+    for node, free in zip(graph.nodes, steps.free_after):
+        out = values[node.outputs[0]] = _run_node(node, values)
+        if observe is not None:
+            observe(node.outputs[0], out)
+        for name in free:
+            del values[name]
     return values

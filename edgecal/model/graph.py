@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgecalError, InputError
+from .budget import DEFAULT_BUDGET, MemoryBudget
+from .initializers import MalformedModelError, UnsafeModelError, tensor_array
 
 OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
        "Reshape")
@@ -61,6 +63,7 @@ class Graph:
     inputs: list[tuple[str, tuple[int | None, ...]]]
     outputs: list[str]
     model_hash: str = ""
+    budget: MemoryBudget = DEFAULT_BUDGET
 
     def consumers(self, tensor: str) -> list[Node]:
         """Nodes that read ``tensor``."""
@@ -73,55 +76,141 @@ class Graph:
 
 def _shape(value_info: Any) -> tuple[int | None, ...]:
     dims = value_info.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+
+
+#: op -> (required inputs, most inputs); every op has exactly one output
+ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 2), "Add": (2, 2), "Relu": (1, 1), "Clip": (1, 3),
+         "MaxPool": (1, 1), "AveragePool": (1, 1), "GlobalAveragePool": (1, 1), "Flatten": (1, 1), "Reshape": (2, 2)}
+#: attribute -> (python type, expected length for lists or None for scalars, smallest value)
+ATTRS = {"kernel_shape": (int, 2, 1), "strides": (int, 2, 1), "dilations": (int, 2, 1), "pads": (int, 4, 0),
+         "group": (int, None, 1), "transA": (int, None, 0), "transB": (int, None, 0), "axis": (int, None, None),
+         "ceil_mode": (int, None, 0), "count_include_pad": (int, None, 0), "allowzero": (int, None, 0),
+         "alpha": (float, None, None), "beta": (float, None, None), "min": (float, None, None),
+         "max": (float, None, None), "auto_pad": (str, None, None)}
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+def _attr_problem(key: str, value: Any) -> str | None:
+    """What makes attribute ``key`` invalid ONNX (wrong type, out of range), or None."""
+    kind, length, least = ATTRS[key]
+    values = value if isinstance(value, list) else [value]
+    if (length is None) == isinstance(value, list):
+        return f"attribute {key}={value!r}; expected {'a list of integers' if length else f'one {kind.__name__}'}"
+    if not all(isinstance(v, kind) or (kind is float and isinstance(v, int)) for v in values):
+        return f"attribute {key}={value!r}; expected {kind.__name__} values"
+    if least is not None and any(v < least for v in values):
+        return f"attribute {key}={value!r}; expected values >= {least}"
+    if key == "auto_pad" and value not in AUTO_PADS:
+        return f"attribute auto_pad={value!r}; expected one of {', '.join(AUTO_PADS)}"
+    return None
+
+
+def _malformed_problem(node: Node, constants: dict[str, np.ndarray]) -> str | None:
+    """What makes ``node`` invalid ONNX, which no runtime runs, or None."""
+    need, most = ARITY[node.op]
+    if not need <= len(node.inputs) <= most or not all(node.inputs[:need]):
+        return f"{len(node.inputs)} inputs {list(node.inputs)}; expected {need} to {most}, the first {need} named"
+    if not node.outputs or not node.outputs[0]:
+        return f"outputs {list(node.outputs)}; expected exactly one named output"
+    bad = next((p for p in (_attr_problem(k, v) for k, v in node.attrs.items() if k in ATTRS) if p), None)
+    if bad:
+        return bad
+    if node.op in ("MaxPool", "AveragePool") and "kernel_shape" not in node.attrs:
+        return "no kernel_shape attribute; expected two kernel sizes"
+    shape = constants.get(node.inputs[1]) if node.op == "Reshape" else None
+    if shape is not None and (shape.ndim != 1 or shape.dtype.kind not in "iu"):
+        return f"Reshape shape {node.inputs[1]!r} is {shape.dtype} {shape.shape}; expected a 1-D integer tensor"
+    for name in node.inputs[1:] if node.op == "Clip" else ():
+        if name in constants and (constants[name].size != 1 or constants[name].dtype.kind not in "fiu"):
+            return f"bound {name!r} is {constants[name].dtype} {constants[name].shape}; expected a real scalar"
+    return None
+
+
+def _unsupported_problem(node: Node, constants: dict[str, np.ndarray]) -> str | None:
+    """What valid ONNX in ``node`` the runners do not implement, or None."""
+    a = node.attrs
+    if len([o for o in node.outputs if o]) != 1:
+        return f"outputs {list(node.outputs)}; expected exactly one named output (no MaxPool indices)"
+    lengths = [k for k in ("kernel_shape", "strides", "dilations", "pads") if k in a and len(a[k]) != ATTRS[k][1]]
+    if lengths:
+        return f"attribute {lengths[0]}={a[lengths[0]]!r}; only 2-D windows are supported ({ATTRS[lengths[0]][1]} values)"
+    if node.op == "Conv" and np.ndim(constants.get(node.inputs[1], np.zeros((1,) * 4))) != 4:
+        return "only 2-D convolutions are supported"
+    if node.op in ("MaxPool", "AveragePool") and (a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1]))):
+        return "ceil_mode and dilated pools are not supported"
+    if node.op == "AveragePool" and a.get("count_include_pad", 0):
+        return "count_include_pad=1 is not supported (TFLite excludes padding from the average)"
+    if node.op == "Gemm" and a.get("transA", 0):
+        return "Gemm with transA=1 is not supported"
+    if node.op == "Reshape" and node.inputs[1] not in constants:
+        return "Reshape needs a constant shape"
+    if node.op == "Clip" and any(n and n not in constants for n in node.inputs[1:]):
+        return "Clip bounds must be constants"
+    return None
 
 
 def _check_node(node: Node, constants: dict[str, np.ndarray]) -> None:
-    a = node.attrs
-    bad = None
     if node.op not in OPS:
-        bad = f"op {node.op} is not supported; supported ops: {', '.join(OPS)}"
-    elif node.op == "Conv" and (len(a.get("kernel_shape", (1, 1))) != 2
-                                or np.ndim(constants.get(node.inputs[1], np.zeros((1,) * 4))) != 4):
-        bad = "only 2-D convolutions are supported"
-    elif node.op in ("MaxPool", "AveragePool") and (a.get("ceil_mode", 0)
-                                                    or any(d != 1 for d in a.get("dilations", [1]))):
-        bad = "ceil_mode and dilated pools are not supported"
-    elif node.op == "AveragePool" and a.get("count_include_pad", 0):
-        bad = "count_include_pad=1 is not supported (TFLite excludes padding from the average)"
-    elif node.op == "Gemm" and a.get("transA", 0):
-        bad = "Gemm with transA=1 is not supported"
-    elif node.op == "Reshape" and node.inputs[1] not in constants:
-        bad = "Reshape needs a constant shape"
+        raise InputError(f"{node.where()}: op {node.op} is not supported; supported ops: {', '.join(OPS)}")
+    bad = _malformed_problem(node, constants)
+    if bad:
+        raise MalformedModelError(f"{node.where()}: {bad}")
+    bad = _unsupported_problem(node, constants)
     if bad:
         raise InputError(f"{node.where()}: {bad}")
 
 
-def from_onnx(model: Any, model_hash: str = "") -> Graph:
-    """A `Graph` from an ``onnx.ModelProto``; `InputError` for anything the runners cannot execute."""
-    onnx = import_onnx()
-    from onnx import numpy_helper
+def _check_wiring(nodes: list[Node], known: set[str], outputs: list[str]) -> None:
+    """Every node input is computed before it is read, every tensor has one producer, every output exists."""
+    for node in nodes:
+        for name in node.inputs:
+            if name and name not in known:
+                raise MalformedModelError(f"{node.where()}: input {name!r} is not a graph input, a constant or the output "
+                                 "of an earlier node; expected nodes in execution order with every input produced")
+        if node.outputs[0] in known:
+            raise MalformedModelError(f"{node.where()}: output {node.outputs[0]!r} is already a graph input, a constant or "
+                             "another node's output; expected each tensor produced once")
+        known.add(node.outputs[0])
+    missing = [o for o in outputs if o not in known]
+    if missing or not outputs:
+        raise MalformedModelError(f"graph outputs {missing or outputs} are not computed by the model; expected at least one "
+                         "output, each a graph input or a node output")
 
+
+def from_onnx(model: Any, model_hash: str = "", folder: Path | None = None,
+              budget: MemoryBudget = DEFAULT_BUDGET) -> Graph:
+    """A `Graph` from an ``onnx.ModelProto``; `InputError` for anything the runners cannot execute.
+
+    External data is read from ``folder`` (the model file's folder) only, as
+    `edgecal.model.initializers` describes; constants larger than ``budget.tensor_bytes`` are refused.
+    """
+    onnx = import_onnx()
     g = model.graph
-    constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    constants = {t.name: tensor_array(t, folder, budget.tensor_bytes) for t in g.initializer}
     nodes = []
     for k, n in enumerate(g.node):
         attrs = {at.name: onnx.helper.get_attribute_value(at) for at in n.attribute}
-        attrs = {key: (v.decode() if isinstance(v, bytes) else v) for key, v in attrs.items()}
+        attrs = {key: (v.decode(errors="replace") if isinstance(v, bytes) else v) for key, v in attrs.items()}
+        name = n.name or f"{n.op_type}_{k}"
         if n.op_type == "Constant" and "value" in attrs:
-            constants[n.output[0]] = numpy_helper.to_array(attrs["value"])
+            if len(n.output) != 1 or not n.output[0]:
+                raise MalformedModelError(f"node {name!r} (Constant): outputs {list(n.output)}; expected exactly one")
+            constants[n.output[0]] = tensor_array(attrs["value"], folder, budget.tensor_bytes)
             continue
-        node = Node(n.op_type, n.name or f"{n.op_type}_{k}", tuple(n.input), tuple(n.output), attrs)
+        node = Node(n.op_type, name, tuple(n.input), tuple(n.output), attrs)
         _check_node(node, constants)
         nodes.append(node)
     inputs = [(vi.name, _shape(vi)) for vi in g.input if vi.name not in constants]
     if not inputs or not nodes:
         raise InputError("the ONNX model has no inputs or no nodes; expected a graph with at least one of each")
-    return Graph(nodes, constants, inputs, [o.name for o in g.output], model_hash)
+    outputs = [o.name for o in g.output]
+    _check_wiring(nodes, {n for n, _ in inputs} | set(constants), outputs)
+    return Graph(nodes, constants, inputs, outputs, model_hash, budget)
 
 
-def load_graph(path: str | os.PathLike[str]) -> Graph:
-    """Read a float ONNX model file (needs the ``onnx`` extra)."""
+def load_graph(path: str | os.PathLike[str], budget: MemoryBudget = DEFAULT_BUDGET) -> Graph:
+    """Read a float ONNX model file (needs the ``onnx`` extra); external data only from its own folder."""
     onnx = import_onnx()
     try:
         data = Path(path).read_bytes()
@@ -132,6 +221,8 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
     except Exception as err:  # protobuf raises its own DecodeError types
         raise InputError(f"{path}: not a readable ONNX model ({err})") from err
     try:
-        return from_onnx(model, "sha256:" + hashlib.sha256(data).hexdigest()[:16])
+        return from_onnx(model, "sha256:" + hashlib.sha256(data).hexdigest()[:16], Path(path).parent, budget)
+    except (UnsafeModelError, MalformedModelError) as err:
+        raise type(err)(f"{path}: {err}") from None
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
