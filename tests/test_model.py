@@ -256,3 +256,14 @@ def test_float_runner_and_check_refuse_bad_data():
     add = from_onnx(make_model([node("MatMul", ["x", "w"])], {"w": np.ones((4, 2), np.float32)}, ("N", None)))
     with pytest.raises(InputError, match="node 'n' \\(MatMul\\): shapes do not match"):
         run_float(add, {"x": np.ones((2, 3))})
+
+
+def test_planned_shapes_are_the_shapes_the_runner_computes():
+    from edgecal.model.shapes import plan
+
+    rng = np.random.default_rng(0)
+    graph = from_onnx(every_op_model(rng))
+    x = rng.normal(0, 1, (3, 3, 9, 10)).astype(np.float32)
+    values = run_float(graph, {"x": x})
+    shapes = plan(graph, {"x": x.shape}).shapes
+    assert {n: values[n].shape for n in graph.activations()} == {n: shapes[n] for n in graph.activations()}

@@ -224,3 +224,75 @@ def test_external_data_that_is_not_a_regular_file_is_refused(tmp_path):
     (models / "w.bin").mkdir(parents=True)
     with pytest.raises(EdgecalError, match="'w.bin' is not a regular file"):
         load_graph(external_model(models, "w.bin"))
+
+
+# -- memory budget ---------------------------------------------------------------------------------
+def relu_chain(n, width):
+    nodes = [relu("x" if k == 0 else f"r{k - 1}", f"r{k}") for k in range(n)]
+    nodes = [helper.make_node("Relu", nd.input, nd.output, name=f"relu{k}") for k, nd in enumerate(nodes)]
+    return from_onnx(onnx.load_model_from_string(model_bytes(nodes, outputs=[f"r{n - 1}"], x_shape=("N", width))))
+
+
+def test_a_tiny_conv_asking_for_gigabytes_is_refused_before_running(tmp_path, capsys):
+    model = tmp_path / "pads.onnx"
+    model.write_bytes(model_bytes([conv(pads=[100_000] * 4)], [init("w", np.ones((1, 1, 1, 1), np.float32))],
+                                  x_shape=(1, 1, 1, 1)))
+    assert model.stat().st_size < 200
+    graph = load_graph(model)
+    with pytest.raises(InputError, match=r"node 'c' \(Conv\): output 'y' of shape \(1, 1, 200001, 200001\) needs "
+                                         r"160001600004 bytes; expected at most 1073741824 per tensor"):
+        run_float(graph, {"x": np.ones((1, 1, 1, 1), np.float32)})
+    np.save(tmp_path / "x.npy", np.ones((1, 1, 1, 1), np.float32))
+    out = tmp_path / "t.json"
+    line = one_line_failure(capsys, ["calibrate", "--model", str(model), "--runtime", "edgecal", "--inputs",
+                                     str(tmp_path / "x.npy"), "-o", str(out), "-q"], out)
+    assert "memory budget" in line
+
+
+def test_padding_alone_counts_against_the_budget():
+    graph = relu_chain(1, 4)
+    pads = from_onnx(onnx.load_model_from_string(model_bytes(
+        [helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2], pads=[1, 1, 1, 1], strides=[1000, 1000])],
+        x_shape=(1, 1, 1000, 1000))))
+    assert graph.budget == MemoryBudget()
+    pads.budget = MemoryBudget(tensor_bytes=4_000_000, total_bytes=10**9)  # the input fits, padded it does not
+    with pytest.raises(InputError, match=r"a working array of 1004004 values needs 4016016 bytes"):
+        run_float(pads, {"x": np.zeros((1, 1, 1000, 1000), np.float32)})
+
+
+def test_a_long_chain_is_observed_as_it_runs_within_a_budget_that_cannot_hold_every_tensor():
+    graph = relu_chain(50, 25_000)  # 100 kB per tensor, 5.1 MB for all 51
+    graph.budget = MemoryBudget(tensor_bytes=1 << 20, total_bytes=1 << 20)
+    x = np.linspace(-1, 2, 25_000, dtype=np.float32)[None]
+    with pytest.raises(InputError, match=r"node 'relu9' \(Relu\): the tensors alive while it runs need 1100000 bytes; "
+                                         r"expected at most 1048576 in all"):
+        run_float(graph, {"x": x})
+    cal = Calibrator()
+    observe_model(cal, graph, {"x": x})
+    table = cal.compute("minmax")
+    assert list(table) == ["x"] + [f"r{k}" for k in range(50)]
+    assert table["x"].amax == 2.0 and all(table[f"r{k}"].amax == 2.0 for k in range(50))
+    assert set(run_float(graph, {"x": x}, keep=["r3"])) == {"r3", "r49"}
+
+
+def test_intermediates_are_freed_after_their_last_reader():
+    graph = relu_chain(40, 250_000)  # 1 MB per tensor
+    x = np.ones((1, 250_000), np.float32)
+    peaks = {}
+    for keep in (None, ()):
+        tracemalloc.start()
+        run_float(graph, {"x": x}, keep=keep)
+        peaks[keep] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[None] > 40e6 and peaks[()] < 5e6, peaks
+
+
+def test_constants_beyond_the_budget_and_bad_budgets_are_refused(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(model_bytes([conv()], [W]))
+    assert load_graph(model, MemoryBudget(tensor_bytes=72)).constants["w"].shape == (2, 1, 3, 3)
+    with pytest.raises(InputError, match=r"tensor 'w': shape \[2, 1, 3, 3\] of float needs 72 bytes; expected at most 71"):
+        load_graph(model, MemoryBudget(tensor_bytes=71))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="memory budget tensor_bytes="):
+            MemoryBudget(tensor_bytes=bad)
