@@ -117,17 +117,27 @@ def test_requant_bad_input_is_refused(call, msg):
 
 
 def test_op_multipliers_follow_each_ops_derivation():
-    # FC per tensor multiplies s_in * s_w in float32 first; conv in float64. Pick scales where it shows.
+    # TFLM multiplies s_in * s_w in double for every op; "fc-float32" in float32 first. Pick scales where it shows.
     rng = np.random.default_rng(2)
     differ = 0
     for _ in range(2000):
         s_in, s_w, s_out = (float(np.float32(v)) for v in 2.0 ** rng.uniform(-12, 0, 3))
-        fc, conv = ref.op_multipliers("fc", s_in, [s_w], s_out), ref.op_multipliers("conv", s_in, [s_w], s_out)
-        assert (int(fc.multiplier[0]), int(fc.shift[0])) == quantize_multiplier(float(np.float32(s_in * s_w)) / s_out)
-        assert (int(conv.multiplier[0]), int(conv.shift[0])) == quantize_multiplier(s_in * s_w / s_out)
-        assert fc.scale[0] == np.float32(np.float32(np.float32(s_in) * np.float32(s_w)) / np.float32(s_out))
-        differ += int(fc.multiplier[0] != conv.multiplier[0])
+        f32 = ref.op_multipliers("fc-float32", s_in, [s_w], s_out)
+        for op in ("fc", "conv", "depthwise"):
+            rq = ref.op_multipliers(op, s_in, [s_w], s_out)
+            assert (int(rq.multiplier[0]), int(rq.shift[0])) == quantize_multiplier(s_in * s_w / s_out)
+        assert (int(f32.multiplier[0]), int(f32.shift[0])) == quantize_multiplier(float(np.float32(s_in * s_w)) / s_out)
+        assert f32.scale[0] == np.float32(np.float32(np.float32(s_in) * np.float32(s_w)) / np.float32(s_out))
+        differ += int(f32.multiplier[0] != ref.op_multipliers("fc", s_in, [s_w], s_out).multiplier[0])
     assert differ > 0
+
+
+def test_per_channel_fc_multipliers_are_the_conv_ones():
+    s_w = np.float32([0.013, 0.0071, 0.5])
+    fc, conv = ref.op_multipliers("fc", 0.021, s_w, 0.17), ref.op_multipliers("conv", 0.021, s_w, 0.17)
+    assert fc.multiplier.tolist() == conv.multiplier.tolist() and fc.shift.tolist() == conv.shift.tolist()
+    assert [(int(q), int(s)) for q, s in zip(fc.multiplier, fc.shift)] == [
+        quantize_multiplier(float(np.float32(0.021)) * float(w) / float(np.float32(0.17))) for w in s_w]
 
 
 @pytest.mark.parametrize("kind", ["relu", "relu6", None])

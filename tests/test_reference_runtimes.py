@@ -150,7 +150,8 @@ def fc_scales(rng, n, per_channel, ties):
         while True:
             s_in, s_w, s_out = f32(2.0 ** rng.uniform(-6, -3)), (2.0 ** rng.uniform(-10, -6, 1)).astype(np.float32), \
                 f32(2.0 ** rng.uniform(-4, -1))
-            if ref.op_multipliers("fc", s_in, s_w, s_out).multiplier[0] != ref.op_multipliers("conv", s_in, s_w, s_out).multiplier[0]:
+            if ref.op_multipliers("fc", s_in, s_w, s_out).multiplier[0] != \
+                    ref.op_multipliers("fc-float32", s_in, s_w, s_out).multiplier[0]:
                 return s_in, s_w, s_out
     return s_in, s_w, s_out
 
@@ -165,7 +166,7 @@ def test_fully_connected_is_bit_exact_with_tflm(tfl):
         s_in, s_w, s_out = fc_scales(rng, n, per_channel, ties)
         zp_in, zp_out = (0, 0) if ties else (int(rng.integers(-128, 128)), int(rng.integers(-128, 128)))
         want = tfl.run_tflm(tfl.fc_model(x.shape, w, bias, s_in, zp_in, s_w, s_out, zp_out), x)
-        op = "conv" if per_channel else "fc"
+        op = "fc"
         got = ref.fully_connected(x, w, bias, ref.op_multipliers(op, s_in, s_w, s_out), in_zp=zp_in, out_zp=zp_out)
         assert int((got != want).sum()) == 0, (per_channel, ties)
         if ties:
@@ -176,6 +177,30 @@ def test_fully_connected_is_bit_exact_with_tflm(tfl):
             assert (single != want).sum() > 0
         total += want.size
     assert total >= MIN_OUTPUTS and ties_seen > 0.1 * total / 2
+
+
+def test_fully_connected_multiplier_is_built_from_the_double_product_as_tflm_does(tfl):
+    """Per-tensor FC with scales whose float32 product is not exact: TFLM builds the multiplier from the double
+    product. Each channel's bias puts its 256 accumulators around one rounding tie of the real multiplier, where a
+    multiplier one float32 rounding away gives another output."""
+    rng = np.random.default_rng(310)
+    total = f32_differs = 0
+    while total < MIN_OUTPUTS:
+        s_in, s_w = f32(2.0 ** rng.uniform(-6, -3)), (2.0 ** rng.uniform(-10, -6, 1)).astype(np.float32)
+        if float(np.float32(s_in * s_w[0])) == float(s_in) * float(s_w[0]):
+            continue
+        s_out = f32(float(s_in) * float(s_w[0]) * 2.0 ** rng.uniform(22.5, 23.5))
+        real = float(s_in) * float(s_w[0]) / float(s_out)
+        ties = (np.arange(4096) % 250) - 125
+        bias = (np.round((ties + 0.5) / real) - 128).astype(np.int32)
+        x, w = (np.arange(256) - 128).astype(np.int8).reshape(256, 1), np.ones((4096, 1), np.int8)
+        want = tfl.run_tflm(tfl.fc_model(x.shape, w, bias, s_in, 0, s_w, s_out, 0), x)
+        got = ref.fully_connected(x, w, bias, ref.op_multipliers("fc", s_in, s_w, s_out))
+        assert int((got != want).sum()) == 0
+        f32_differs += int((ref.fully_connected(x, w, bias, ref.op_multipliers("fc-float32", s_in, s_w, s_out))
+                            != want).sum())
+        total += want.size
+    assert f32_differs > 100
 
 
 def test_add_is_bit_exact_with_tflm_exhaustively(tfl):

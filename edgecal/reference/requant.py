@@ -19,9 +19,9 @@ Three roundings (``rounding=``), each copied from one runtime's source:
     even, clamped, plus the zero point.
 
 How each op derives its real multiplier matters to the last bit and is copied
-per op (`op_multipliers`): conv and depthwise use ``double(s_in) * double(s_w) /
-double(s_out)``; per-tensor fully connected multiplies ``s_in * s_w`` in float32
-first (TFLite's ``GetQuantizedConvolutionMultipler``).
+per op (`op_multipliers`): conv, depthwise and fully connected use
+``double(s_in) * double(s_w) / double(s_out)`` as TFLM does; ``"fc-float32"`` keeps
+the float32 product ``s_in * s_w`` of older TFLite fully connected kernels.
 
 An accumulator whose fixed-point path would overflow int32 (``acc << shift`` for
 multipliers of 1 and more, where TFLite silently wraps) raises `OverflowError`
@@ -126,26 +126,32 @@ class Requant:
         return int(self.multiplier.size)
 
 
+MULTIPLIER_OPS = ("conv", "depthwise", "fc", "fc-float32")
+
+
 def op_multipliers(op: str, s_in: float, s_w: Sequence[float] | np.ndarray, s_out: float,
                    rounding: str = "tflite") -> Requant:
     """The `Requant` of a conv / depthwise / fully connected op, derived exactly as its runtime does.
 
-    ``op`` is ``"conv"`` (also depthwise and per-channel fully connected:
-    ``double(s_in) * double(s_w[c]) / double(s_out)``) or ``"fc"`` (per-tensor fully
-    connected: the product in float32). The float32 scale of ``"onnx"`` is
-    ``f32(f32(s_in * s_w[c]) / s_out)``, as MLAS computes it.
+    ``op`` is ``"conv"``, ``"depthwise"`` or ``"fc"`` (per-tensor or per-channel
+    weight scales alike): ``double(s_in) * double(s_w[c]) / double(s_out)``, as TFLM's
+    ``PopulateConvolutionQuantizationParams`` and ``GetQuantizedConvolutionMultipler``
+    compute it. ``"fc-float32"`` multiplies ``s_in * s_w`` in float32 first, as older
+    TFLite releases' ``GetQuantizedConvolutionMultipler`` did; it changes the last bit
+    of some multipliers and so a few outputs that sit on a rounding tie. The float32
+    scale of ``"onnx"`` is ``f32(f32(s_in * s_w[c]) / s_out)``, as MLAS computes it.
     """
     s_in32, s_out32 = np.float32(s_in), np.float32(s_out)
     w32 = np.atleast_1d(np.asarray(s_w, dtype=np.float32))
     for label, v in (("input scale", s_in32), ("output scale", s_out32), ("weight scale", w32)):
         if not (np.all(np.isfinite(v)) and np.all(v > 0)):
             raise InputError(f"{op}: {label} must be finite and > 0 in float32, found {v!r}")
-    if op == "conv":
+    if op in ("conv", "depthwise", "fc"):
         real = float(s_in32) * w32.astype(np.float64) / float(s_out32)
-    elif op == "fc":
+    elif op == "fc-float32":
         real = (s_in32 * w32).astype(np.float64) / float(s_out32)
     else:
-        raise InputError(f"unknown op {op!r} for multipliers; expected 'conv' or 'fc'")
+        raise InputError(f"unknown op {op!r} for multipliers; expected one of {', '.join(MULTIPLIER_OPS)}")
     onnx = ((s_in32 * w32).astype(np.float32) / s_out32).astype(np.float32)
     return Requant.from_real(real, rounding, scale=onnx)
 
