@@ -181,12 +181,13 @@ class Int8Model:
             bias = extra_bias if bias is None else bias + extra_bias
         qw, sw = quantize_weights(np.ascontiguousarray(w_nk))
         qb = quantize_bias(bias, qi.scale, sw, node.where())
-        rq = ref.op_multipliers("conv", qi.scale, sw, qo.scale, self.rounding)
+        rq = ref.op_multipliers("fc", qi.scale, sw, qo.scale, self.rounding)
 
         def run(x: np.ndarray) -> np.ndarray:
             if x.ndim != 2:
                 raise InputError(f"{node.where()}: int8 fully connected needs a 2-D input, found shape {x.shape}")
-            return ref.fully_connected(x, qw, qb, rq, in_zp=qi.zero_point, out_zp=qo.zero_point, act_range=act)
+            return ref.fully_connected(x, qw, qb, rq, in_zp=qi.zero_point, out_zp=qo.zero_point, act_range=act,
+                                       rounding=rq.rounding)
 
         return Step(nodes, node.inputs[:1], out, run)
 

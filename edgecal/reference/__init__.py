@@ -7,7 +7,7 @@ and check them bit for bit against the TFLM interpreter and ONNX Runtime.
 
 >>> import numpy as np
 >>> from edgecal import reference as ref
->>> rq = ref.op_multipliers("conv", 0.5, [0.01], 0.25)
+>>> rq = ref.op_multipliers("fc", 0.5, [0.01], 0.25)
 >>> x = np.array([[10, -20, 30]], np.int8); w = np.array([[100, 50, -127]], np.int8)
 >>> ref.fully_connected(x, w, np.array([7], np.int32), rq, in_zp=-1).tolist()   # acc -3780, times 0.02
 [[-76]]
@@ -17,7 +17,7 @@ from .elementwise import add, add_params
 from .geometry import Window
 from .linear import conv2d, depthwise_conv2d, fully_connected
 from .pool import avg_pool2d, max_pool2d
-from .quantize import dequantize, quantize
+from .quantization import dequantize, quantize
 from .requant import ROUNDINGS, Int32OverflowError, Requant, activation_range, op_multipliers, quantize_multiplier, requantize
 
 __all__ = [

@@ -25,7 +25,7 @@ from .._jit import kernel
 from ..errors import InputError
 from .geometry import Padding, Window
 from .requant import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, Int32OverflowError, Requant, check_act,
-                      check_zero_point, run_requant)
+                      check_requant_rounding, check_zero_point, run_requant)
 
 
 @kernel
@@ -122,8 +122,12 @@ def _finish_op(op: str, acc: np.ndarray, bad: int, rq: Requant, out_zp: int, act
 
 
 def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: Requant, *, in_zp: int = 0,
-                    out_zp: int = 0, act_range: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> np.ndarray:
+                    out_zp: int = 0, act_range: tuple[int, int] = (INT8_MIN, INT8_MAX),
+                    rounding: str | None = None) -> np.ndarray:
     """int8 ``[batch, n]`` = requant(x ``[batch, k]`` times w ``[n, k]`` transposed, plus bias).
+
+    The rounding is ``rq``'s (`op_multipliers(..., rounding=)`); ``rounding=``, when
+    given as to `add` and `quantize`, must agree with it.
 
     Raises
     ------
@@ -132,6 +136,7 @@ def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: R
     OverflowError
         If an accumulator leaves int32.
     """
+    check_requant_rounding(rq, rounding, "fully connected")
     x2, w2 = _int8(x, "fully connected input", 2), _weights(w, 2)
     if x2.shape[1] != w2.shape[1]:
         raise InputError(f"fully connected: input has {x2.shape[1]} features, weights {w2.shape} expect {w2.shape[1]}")
@@ -142,11 +147,12 @@ def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: R
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: Requant, *, in_zp: int = 0, out_zp: int = 0,
            stride: int | Sequence[int] = 1, padding: Padding = "VALID", dilation: int | Sequence[int] = 1,
-           act_range: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> np.ndarray:
+           act_range: tuple[int, int] = (INT8_MIN, INT8_MAX), rounding: str | None = None) -> np.ndarray:
     """int8 NHWC conv 2D of x ``[n, h, w, c]`` with OHWI weights ``[oc, kh, kw, c / groups]``.
 
     ``groups = c / w.shape[3]`` (1 for an ordinary conv), as TFLite's reference kernel.
     """
+    check_requant_rounding(rq, rounding, "conv")
     x4, w4 = _int8(x, "conv input", 4), _weights(w, 4)
     ic, (noc, kh, kw, fic) = x4.shape[3], w4.shape
     if fic == 0 or ic % fic or noc % (ic // fic):
@@ -161,8 +167,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: Requant, *
 def depthwise_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, rq: Requant, *, in_zp: int = 0,
                      out_zp: int = 0, stride: int | Sequence[int] = 1, padding: Padding = "VALID",
                      dilation: int | Sequence[int] = 1,
-                     act_range: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> np.ndarray:
+                     act_range: tuple[int, int] = (INT8_MIN, INT8_MAX), rounding: str | None = None) -> np.ndarray:
     """int8 NHWC depthwise conv; weights ``[1, kh, kw, c * depth_multiplier]`` (TFLite layout)."""
+    check_requant_rounding(rq, rounding, "depthwise")
     x4, w4 = _int8(x, "depthwise input", 4), _weights(w, 4)
     ic, (one, kh, kw, noc) = x4.shape[3], w4.shape
     if one != 1 or noc == 0 or noc % ic:

@@ -65,6 +65,13 @@ def check_rounding(rounding: str) -> int:
     return _MODE[rounding]
 
 
+def check_requant_rounding(rq: Requant, rounding: str | None, what: str) -> None:
+    """`InputError` when a kernel's ``rounding=`` is not the one ``rq`` was built for (None: take rq's)."""
+    if rounding is not None and check_rounding(rounding) != check_rounding(rq.rounding):
+        raise InputError(f"{what}: rounding {rounding!r} but the Requant was built for {rq.rounding!r}; "
+                         f"expected op_multipliers(..., rounding={rounding!r})")
+
+
 def _round_away(x: float) -> int:
     """C ``round``: half away from zero (exact for doubles)."""
     r = math.floor(abs(x))
@@ -248,8 +255,10 @@ def check_act(act_range: tuple[int, int]) -> tuple[int, int]:
 
 
 def requantize(acc: np.ndarray, rq: Requant, zero_point: int = 0,
-               act_range: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> np.ndarray:
+               act_range: tuple[int, int] = (INT8_MIN, INT8_MAX), *, rounding: str | None = None) -> np.ndarray:
     """int8 outputs of int32 accumulators ``acc`` (last axis = channel when per-channel).
+
+    The rounding is ``rq``'s; ``rounding=``, as every kernel takes it, must agree with it.
 
     Raises
     ------
@@ -260,6 +269,7 @@ def requantize(acc: np.ndarray, rq: Requant, zero_point: int = 0,
         If the fixed-point path would overflow int32 (a multiplier >= 1 with a large
         accumulator), where TFLite would silently wrap.
     """
+    check_requant_rounding(rq, rounding, "requantize")
     a = np.asarray(acc)
     if a.dtype.kind not in "iu" or a.ndim == 0:
         raise InputError(f"accumulators must be an integer array, found {a.dtype} with shape {a.shape}")

@@ -6,7 +6,11 @@ from zero, TFLite's ``TfLiteRound``; ``"onnx"``: half to even, as ONNX
 ``QuantizeLinear``), adds the zero point and saturates to [-128, 127]. The clamp
 happens before the conversion to an integer, so very large values saturate
 instead of wrapping. ``dequantize`` is ``float32(scale * (q - zero_point))``, exact
-before its single rounding.
+before its single rounding; a product beyond float32 (a scale near its largest value)
+is +-inf, quietly, as any float32 overflow.
+
+The module is ``quantization``, not ``quantize``, so that ``edgecal.reference.quantize``
+is the function and never hides a submodule of the same name.
 
 >>> import numpy as np
 >>> x = np.array([0.25, -0.25, 0.75, 100.0], np.float32)
@@ -80,4 +84,5 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int = 0) -> np.ndarray:
     if arr.dtype != np.int8:
         raise InputError(f"dequantize expects int8 values, found dtype {arr.dtype}")
     zp = check_zero_point(zero_point, "dequantize")
-    return (np.float64(_check_scale(scale)) * (arr.astype(np.int32) - zp)).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 the result is +-inf; numpy would also warn
+        return (np.float64(_check_scale(scale)) * (arr.astype(np.int32) - zp)).astype(np.float32)
