@@ -227,7 +227,7 @@ def test_what_cannot_be_lowered_to_int8_is_refused(nodes, inits, shape, msg):
 
 RUN_ERRORS = [  # model that reads fine, input that does not fit it at run time
     ([node("MatMul", ["x", "w"])], {"w": np.ones((4, 2), np.float32)}, np.ones((2, 3, 4)), "needs a 2-D input"),
-    ([node("Conv", ["x", "w"])], W4, np.ones((1, 2, 4, 4)), "does not match weights"),
+    ([node("Conv", ["x", "w"])], W4, np.ones((1, 2, 4, 4)), r"input \(1, 2, 4, 4\) and weights \(2, 1, 3, 3\) \(group 1\) do not match"),
     ([node("MaxPool", ["x"], kernel_shape=[2, 2])], {}, np.ones((1, 4, 4)), "pools need a 4-D NCHW input"),
 ]
 

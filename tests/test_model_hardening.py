@@ -296,3 +296,16 @@ def test_constants_beyond_the_budget_and_bad_budgets_are_refused(tmp_path):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="memory budget tensor_bytes="):
             MemoryBudget(tensor_bytes=bad)
+
+
+def test_the_int8_run_and_the_check_respect_the_budget():
+    from edgecal.model import Int8Model, check_model
+
+    graph = relu_chain(3, 1000)
+    table = CalibrationTable([TensorCalibration.symmetric(n, 1.0) for n in ("x", "r0", "r1", "r2")])
+    x = np.ones((1, 1000), np.float32)
+    assert check_model(graph, table, {"x": x}).samples == 1
+    graph.budget = MemoryBudget(tensor_bytes=3999, total_bytes=10**6)
+    for call in (lambda: Int8Model(graph, table).run({"x": x}), lambda: check_model(graph, table, {"x": x})):
+        with pytest.raises(InputError, match=r"needs 4000 bytes; expected at most 3999 per tensor"):
+            call()

@@ -86,18 +86,18 @@ def check_model(graph: Graph, table: CalibrationTable, feeds: Mapping[str, np.nd
     The model's first output is taken as class scores ``[samples, classes]``.
     """
     model = Int8Model(graph, table, rounding)
-    floats = run_float(graph, feeds)
-    ints = model.dequantized(model.run(feeds))
+    floats = run_float(graph, feeds, keep=model.qparams)  # the tensors fused away are freed as it runs
+    ints = model.run(feeds)
     out = graph.outputs[0]
-    f_out, q_out = floats[out], ints[out]
+    f_out, q_out = floats[out], model.qparams[out].dequantize(ints[out])
     if f_out.ndim != 2:
         raise InputError(f"model output {out!r} has shape {f_out.shape}; the check expects [samples, classes]")
     y = _labels(labels, f_out.shape[0])
     f_top, q_top = f_out.argmax(axis=1), q_out.argmax(axis=1)
     producer = {s.output: s.nodes[0].op for s in model.steps}
     reports = [TensorReport(name, producer.get(name, "input"), model.qparams[name].scale,
-                            model.qparams[name].zero_point, sqnr_db(floats[name], q))
-               for name, q in ints.items()]
+                            model.qparams[name].zero_point, sqnr_db(floats[name], model.qparams[name].dequantize(q)))
+               for name, q in ints.items()]  # one dequantized tensor at a time
     return CheckReport(
         samples=int(f_out.shape[0]), output=out, rounding=rounding,
         float_accuracy=None if y is None else float(np.mean(f_top == y)),

@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..table import CalibrationTable
 from .float_run import check_feeds, clip_bounds, flatten_to, reshape_to, window
 from .graph import Graph, Node
+from .shapes import plan
 
 FUSABLE = {"Conv", "Gemm", "MatMul", "Add"}
 INT32_MAX = 2**31 - 1
@@ -248,8 +249,12 @@ class Int8Model:
 
     # -- running ---------------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """int8 value of every tensor the lowered model computes (inputs quantized from ``feeds``)."""
+        """int8 value of every tensor the lowered model computes (inputs quantized from ``feeds``).
+
+        Shapes are checked against the graph's memory budget first (as for the float run, which needs more).
+        """
         floats = check_feeds(self.graph, feeds)
+        plan(self.graph, {k: v.shape for k, v in floats.items()})
         values = {n: ref.quantize(x, self.qparams[n].scale, self.qparams[n].zero_point, self.rounding)
                   for n, x in floats.items()}
         for step in self.steps:
