@@ -309,3 +309,17 @@ def test_the_int8_run_and_the_check_respect_the_budget():
     for call in (lambda: Int8Model(graph, table).run({"x": x}), lambda: check_model(graph, table, {"x": x})):
         with pytest.raises(InputError, match=r"needs 4000 bytes; expected at most 3999 per tensor"):
             call()
+
+
+@pytest.mark.parametrize("node, inits, msg", [
+    (helper.make_node("Gemm", ["x", "w"], ["y"], name="g"), [init("w", np.ones((5, 2), np.float32))],
+     r"node 'g' \(Gemm\): shapes do not match \(\(2, 4\) times \(5, 2\), transB 0\)"),
+    (helper.make_node("Add", ["x", "b"], ["y"], name="a"), [init("b", np.ones(3, np.float32))],
+     r"node 'a' \(Add\): shapes do not match \(\(2, 4\) and \(3,\) do not broadcast\)"),
+    (helper.make_node("Reshape", ["x", "s"], ["y"], name="r"), [init("s", np.array([-1, -1], np.int64))],
+     r"node 'r' \(Reshape\): cannot reshape \(2, 4\) to \(-1, -1\)"),
+])
+def test_shapes_that_do_not_fit_are_refused_before_running(node, inits, msg):
+    graph = from_onnx(onnx.load_model_from_string(model_bytes([node], inits, x_shape=("N", 4))))
+    with pytest.raises(InputError, match=msg):
+        run_float(graph, {"x": np.ones((2, 4), np.float32)})

@@ -1,7 +1,8 @@
 """Float ONNX models: read, run in float and in int8 with a table, and check what the table costs.
 
 Reading ONNX files needs the ``onnx`` package (``pip install -e '.[onnx]'``); the
-runners themselves use numpy and the kernels in `edgecal.reference`. Any other ONNX
+runners themselves use numpy and the kernels in `edgecal.reference`, within a
+`MemoryBudget`; external data is read from the model's own folder only. Any other ONNX
 model goes through ONNX Runtime (the ``onnxruntime`` extra): `quantize_onnx` makes its
 int8 model with a table's ranges, `check_onnx` compares the two.
 """
@@ -17,8 +18,9 @@ from .ort_check import OnnxCheckReport, OutputReport, QuantizedTensorReport, che
 from .ort_quant import QuantizeSummary, quantize_onnx, table_ranges
 
 __all__ = [
-    "DEFAULT_BUDGET", "OPS", "CheckReport", "Graph", "Int8Model", "MalformedModelError", "MemoryBudget", "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport",
-    "QParams", "QuantizeSummary", "QuantizedTensorReport", "TensorReport", "UnsafeModelError", "calibrate_file", "check_model",
-    "check_onnx", "from_onnx", "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float",
-    "sqnr_db", "table_ranges",
+    "DEFAULT_BUDGET", "OPS", "CheckReport", "Graph", "Int8Model", "MalformedModelError", "MemoryBudget",
+    "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport", "QParams", "QuantizeSummary",
+    "QuantizedTensorReport", "TensorReport", "UnsafeModelError", "calibrate_file", "check_model", "check_onnx",
+    "from_onnx", "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float", "sqnr_db",
+    "table_ranges",
 ]

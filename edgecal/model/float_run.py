@@ -1,7 +1,9 @@
-"""Execute a `Graph` in float32 with numpy, keeping every intermediate tensor.
+"""Execute a `Graph` in float32 with numpy, within the graph's memory budget.
 
 This is the float reference of the accuracy check and an activation source for
-calibration: `run_float` returns every tensor the graph computes, by name.
+calibration: `run_float` returns every tensor the graph computes, by name, or only
+the ones asked for (the others are freed once read), and can hand each tensor to
+an observer as soon as it exists.
 Semantics follow the ONNX operator docs (NCHW layout; Conv with groups, pads,
 strides and dilations; pools exclude padding from max and average).
 

@@ -4,7 +4,14 @@ Only the op subset the runners execute is accepted: Conv (2-D), Gemm, MatMul, Ad
 Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape. Any other
 op, or a supported op with an attribute the runners do not implement (3-D conv,
 ``ceil_mode``, ``count_include_pad``, dilated pools, ``transA``), is refused when the
-model is read, with the op and the node named.
+model is read, with the op and the node named (`InputError`).
+
+A model that is not valid ONNX (an input no one produces, a node without output,
+attributes of the wrong type, tensors whose data does not match their shape, ...)
+raises `MalformedModelError`, and external data outside the model's folder
+`UnsafeModelError`: one line each, and ``--runtime auto`` does not pass such a model
+on to ONNX Runtime. Constants are decoded by `edgecal.model.initializers` within the
+graph's `MemoryBudget`.
 """
 
 from __future__ import annotations
@@ -134,10 +141,12 @@ def _unsupported_problem(node: Node, constants: dict[str, np.ndarray]) -> str | 
         return f"outputs {list(node.outputs)}; expected exactly one named output (no MaxPool indices)"
     lengths = [k for k in ("kernel_shape", "strides", "dilations", "pads") if k in a and len(a[k]) != ATTRS[k][1]]
     if lengths:
-        return f"attribute {lengths[0]}={a[lengths[0]]!r}; only 2-D windows are supported ({ATTRS[lengths[0]][1]} values)"
+        key = lengths[0]
+        return f"attribute {key}={a[key]!r}; only 2-D windows are supported ({ATTRS[key][1]} values)"
     if node.op == "Conv" and np.ndim(constants.get(node.inputs[1], np.zeros((1,) * 4))) != 4:
         return "only 2-D convolutions are supported"
-    if node.op in ("MaxPool", "AveragePool") and (a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1]))):
+    pool = node.op in ("MaxPool", "AveragePool")
+    if pool and (a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1]))):
         return "ceil_mode and dilated pools are not supported"
     if node.op == "AveragePool" and a.get("count_include_pad", 0):
         return "count_include_pad=1 is not supported (TFLite excludes padding from the average)"
@@ -166,16 +175,16 @@ def _check_wiring(nodes: list[Node], known: set[str], outputs: list[str]) -> Non
     for node in nodes:
         for name in node.inputs:
             if name and name not in known:
-                raise MalformedModelError(f"{node.where()}: input {name!r} is not a graph input, a constant or the output "
-                                 "of an earlier node; expected nodes in execution order with every input produced")
+                raise MalformedModelError(f"{node.where()}: input {name!r} is not a graph input, a constant or the "
+                                          "output of an earlier node; expected nodes in execution order")
         if node.outputs[0] in known:
-            raise MalformedModelError(f"{node.where()}: output {node.outputs[0]!r} is already a graph input, a constant or "
-                             "another node's output; expected each tensor produced once")
+            raise MalformedModelError(f"{node.where()}: output {node.outputs[0]!r} is already a graph input, a "
+                                      "constant or another node's output; expected each tensor produced once")
         known.add(node.outputs[0])
     missing = [o for o in outputs if o not in known]
     if missing or not outputs:
-        raise MalformedModelError(f"graph outputs {missing or outputs} are not computed by the model; expected at least one "
-                         "output, each a graph input or a node output")
+        raise MalformedModelError(f"graph outputs {missing or outputs} are not computed by the model; expected at "
+                                  "least one output, each a graph input or a node output")
 
 
 def from_onnx(model: Any, model_hash: str = "", folder: Path | None = None,

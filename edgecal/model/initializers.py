@@ -75,7 +75,8 @@ def tensor_array(t: Any, folder: Path | None, max_bytes: int) -> np.ndarray:
     else:
         values = getattr(t, field)
         if len(values) != count:
-            raise MalformedModelError(f"{where}: {len(values)} values in {field} for shape {list(t.dims)}; expected {count}")
+            raise MalformedModelError(f"{where}: {len(values)} values in {field} for shape {list(t.dims)}; "
+                                      f"expected {count}")
         if t.data_type == 10:  # float16 bit patterns stored in int32_data
             return np.asarray(values, np.uint16).view(np.float16).reshape(tuple(t.dims))
         return np.asarray(values).astype(dtype).reshape(tuple(t.dims))
@@ -89,7 +90,8 @@ def _external_fields(t: Any, where: str) -> tuple[str, int, int | None]:
         offset = int(info.get("offset", "0"))
         length = int(info["length"]) if "length" in info else None
     except ValueError:
-        raise MalformedModelError(f"{where}: external data offset / length {info.get('offset')!r} / {info.get('length')!r}; "
+        raise MalformedModelError(f"{where}: external data offset / length {info.get('offset')!r} / "
+                                  f"{info.get('length')!r}; "
                          "expected integers") from None
     if offset < 0 or (length is not None and length < 0):
         raise MalformedModelError(f"{where}: external data offset {offset} / length {length}; expected values >= 0")
@@ -109,7 +111,8 @@ def external_path(location: str, folder: Path | None, where: str) -> Path:
     base = folder.resolve()
     path = (base / Path(*parts)).resolve()
     if not path.is_relative_to(base):
-        raise UnsafeModelError(f"{where}: external data {location!r} leads out of the model's folder {base} (a symlink); "
+        raise UnsafeModelError(f"{where}: external data {location!r} leads out of the model's folder {base} "
+                               "(a symlink); "
                          "expected a file inside it")
     return path
 
@@ -138,5 +141,6 @@ def read_external(t: Any, folder: Path | None, nbytes: int, where: str) -> bytes
         f.seek(offset)
         data = f.read(nbytes)
     if len(data) != nbytes:
-        raise MalformedModelError(f"{where}: external data {location!r} ended after {len(data)} bytes; expected {nbytes}")
+        raise MalformedModelError(f"{where}: external data {location!r} ended after {len(data)} bytes; "
+                                  f"expected {nbytes}")
     return data

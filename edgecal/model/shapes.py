@@ -36,7 +36,8 @@ def window(node: Node, kernel: tuple[int, int]) -> Window:
 def flatten_shape(node: Node, shape: Shape) -> tuple[int, int]:
     axis = int(node.attrs.get("axis", 1))
     if not -len(shape) <= axis <= len(shape):
-        raise InputError(f"{node.where()}: axis {axis} for an input of shape {shape}; expected -{len(shape)} to {len(shape)}")
+        raise InputError(f"{node.where()}: axis {axis} for an input of shape {shape}; "
+                         f"expected -{len(shape)} to {len(shape)}")
     axis %= len(shape) + 1
     return math.prod(shape[:axis]), math.prod(shape[axis:])
 
@@ -48,7 +49,8 @@ def reshape_shape(node: Node, shape: Shape, target: np.ndarray) -> Shape:
         want = [shape[i] if s == 0 and i < len(shape) else s for i, s in enumerate(want)]
     total, known = math.prod(shape), math.prod(s for s in want if s != -1)
     free = want.count(-1)
-    ok = free <= 1 and min(want, default=0) >= -1 and (total == known if free == 0 else known > 0 and total % known == 0)
+    fits = total == known if free == 0 else known > 0 and total % known == 0
+    ok = free <= 1 and min(want, default=0) >= -1 and fits
     if not ok:
         raise InputError(f"{node.where()}: cannot reshape {tuple(shape)} to {tuple(np.asarray(target).tolist())}")
     return tuple(total // known if s == -1 else s for s in want)
@@ -71,7 +73,8 @@ def _broadcast(node: Node, *shapes: Shape) -> Shape:
     try:
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
-        raise InputError(f"{node.where()}: shapes do not match ({' and '.join(map(str, shapes))} do not broadcast)") from None
+        shown = " and ".join(map(str, shapes))
+        raise InputError(f"{node.where()}: shapes do not match ({shown} do not broadcast)") from None
 
 
 def _windowed(node: Node, x: Shape, kernel: Shape, channels: int) -> tuple[Shape, int]:
@@ -101,7 +104,8 @@ def node_shape(node: Node, s: list[Shape], constants: Mapping[str, np.ndarray]) 
     if op == "Gemm":
         b = s[1][::-1] if node.attrs.get("transB", 0) else s[1]
         if len(x) != 2 or len(b) != 2 or x[1] != b[0]:
-            raise InputError(f"{node.where()}: shapes do not match ({x} times {s[1]}, transB {node.attrs.get('transB', 0)})")
+            trans = node.attrs.get("transB", 0)
+            raise InputError(f"{node.where()}: shapes do not match ({x} times {s[1]}, transB {trans})")
         return _broadcast(node, (x[0], b[1]), *s[2:]), []
     if op == "MatMul":
         return _matmul(node, x, s[1]), []
