@@ -82,6 +82,8 @@ MALFORMED = {  # kind: (nodes, initializers, outputs, expected words of the one-
     "Flatten axis out of range": ([helper.make_node("Flatten", ["x"], ["y"], name="f", axis=7)], [], ["y"],
                                   "axis 7 for an input of shape"),
 }
+MALFORMED["Constant without output"] = ([helper.make_node("Constant", [], [], name="k", value=init("v", [1.0])), relu()],
+                                       [], ["y"], "(Constant): outputs []; expected exactly one")
 FOUND_AT_RUN = {"Flatten axis out of range"}  # needs the input's rank
 # valid ONNX edgecal's runner does not run: --runtime auto hands these to ONNX Runtime instead
 UNSUPPORTED = {
@@ -91,6 +93,11 @@ UNSUPPORTED = {
     "MaxPool with indices": ([helper.make_node("MaxPool", ["x"], ["y", "i"], name="p", kernel_shape=[2, 2])], [],
                              ["y"], "expected exactly one named output"),
     "pads of two values": ([conv(pads=[1, 1])], [W], ["y"], "only 2-D windows"),
+    "computed Clip bound": ([helper.make_node("Clip", ["x", "x"], ["y"], name="cl")], [], ["y"],
+                            "Clip bounds must be constants"),
+    "segmented tensor": ([conv()], [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1],
+                                                segment=TensorProto.Segment(begin=0, end=1))], ["y"],
+                         "segmented tensors are not supported"),
 }
 
 
@@ -323,3 +330,17 @@ def test_shapes_that_do_not_fit_are_refused_before_running(node, inits, msg):
     graph = from_onnx(onnx.load_model_from_string(model_bytes([node], inits, x_shape=("N", 4))))
     with pytest.raises(InputError, match=msg):
         run_float(graph, {"x": np.ones((2, 4), np.float32)})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.int8, np.uint8, np.int16, np.uint16,
+                                   np.int32, np.int64, np.uint32, np.uint64, np.bool_])
+def test_constants_decode_as_onnx_decodes_them(dtype):
+    from edgecal.model.initializers import tensor_array
+
+    values = (np.arange(-3, 9).reshape(3, 4) % 2 if dtype is np.bool_ else np.arange(-3, 9).reshape(3, 4) * 3 + 1)
+    arr = values.astype(dtype)
+    raw = numpy_helper.from_array(arr, "t")
+    typed = helper.make_tensor("t", helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape, arr.reshape(-1).tolist())
+    for t in (raw, typed):
+        got = tensor_array(t, None, 1 << 20)
+        assert got.dtype == arr.dtype and np.array_equal(got, numpy_helper.to_array(t)) and np.array_equal(got, arr)
