@@ -84,6 +84,9 @@ MALFORMED = {  # kind: (nodes, initializers, outputs, expected words of the one-
 }
 MALFORMED["Constant without output"] = ([helper.make_node("Constant", [], [], name="k", value=init("v", [1.0])), relu()],
                                        [], ["y"], "(Constant): outputs []; expected exactly one")
+UNDEFINED_ATTR = helper.make_node("Relu", ["x"], ["y"], name="r")
+UNDEFINED_ATTR.attribute.add(name="alpha")  # no type, no value
+MALFORMED["attribute of undefined type"] = ([UNDEFINED_ATTR], [], ["y"], "(Relu): attribute alpha=None; expected float values")
 FOUND_AT_RUN = {"Flatten axis out of range"}  # needs the input's rank
 # valid ONNX edgecal's runner does not run: --runtime auto hands these to ONNX Runtime instead
 UNSUPPORTED = {

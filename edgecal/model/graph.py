@@ -187,6 +187,11 @@ def _check_wiring(nodes: list[Node], known: set[str], outputs: list[str]) -> Non
                                   "least one output, each a graph input or a node output")
 
 
+def _attributes(onnx: Any, n: Any) -> dict[str, Any]:
+    attrs = {at.name: onnx.helper.get_attribute_value(at) for at in n.attribute}  # None for an undefined type
+    return {key: (v.decode(errors="replace") if isinstance(v, bytes) else v) for key, v in attrs.items()}
+
+
 def from_onnx(model: Any, model_hash: str = "", folder: Path | None = None,
               budget: MemoryBudget = DEFAULT_BUDGET) -> Graph:
     """A `Graph` from an ``onnx.ModelProto``; `InputError` for anything the runners cannot execute.
@@ -199,9 +204,8 @@ def from_onnx(model: Any, model_hash: str = "", folder: Path | None = None,
     constants = {t.name: tensor_array(t, folder, budget.tensor_bytes) for t in g.initializer}
     nodes = []
     for k, n in enumerate(g.node):
-        attrs = {at.name: onnx.helper.get_attribute_value(at) for at in n.attribute}
-        attrs = {key: (v.decode(errors="replace") if isinstance(v, bytes) else v) for key, v in attrs.items()}
         name = n.name or f"{n.op_type}_{k}"
+        attrs = _attributes(onnx, n)
         if n.op_type == "Constant" and "value" in attrs:
             if len(n.output) != 1 or not n.output[0]:
                 raise MalformedModelError(f"node {name!r} (Constant): outputs {list(n.output)}; expected exactly one")
