@@ -316,8 +316,11 @@ def test_the_int8_run_and_the_check_respect_the_budget():
     x = np.ones((1, 1000), np.float32)
     assert check_model(graph, table, {"x": x}).samples == 1
     graph.budget = MemoryBudget(tensor_bytes=3999, total_bytes=10**6)
+    with pytest.raises(InputError, match=r"model input 'x' of shape \(1, 1000\) needs 4000 bytes"):
+        run_float(graph, {"x": x})
     for call in (lambda: Int8Model(graph, table).run({"x": x}), lambda: check_model(graph, table, {"x": x})):
-        with pytest.raises(InputError, match=r"needs 4000 bytes; expected at most 3999 per tensor"):
+        with pytest.raises(InputError, match=r"model input 'x' of shape \(1, 1000\) needs 4000 bytes; expected at most "
+                                             r"3999 per tensor"):
             call()
 
 

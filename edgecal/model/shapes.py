@@ -161,6 +161,8 @@ def plan(graph: Graph, feed_shapes: Mapping[str, Shape], keep: Iterable[str] | N
     shapes.update({k: tuple(v) for k, v in feed_shapes.items()})
     kept = set(shapes) | set(graph.activations()) if keep is None else set(keep) | set(graph.outputs)
     free = _last_reads(graph, kept)
+    for name, shape in feed_shapes.items():
+        _check_tensor(graph, f"model input {name!r} of shape {tuple(shape)}", _bytes(tuple(shape)))
     live = sum(_bytes(shape) for shape in shapes.values())
     for k, node in enumerate(graph.nodes):
         out, temps = node_shape(node, [shapes[i] for i in node.inputs if i], graph.constants)
