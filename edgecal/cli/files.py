@@ -61,7 +61,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress.done()
     if args.state:
         cal.save_state(args.state)
-    table = cal.compute(method.name, scheme=args.scheme, **params)
+    if args.search:
+        from .onnx import searched_table
+
+        table = searched_table(args, cal, method.name, params)
+    else:
+        table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
     note = f", {skipped} already in {args.state}" if skipped else ""
     via = f" (runtime {runtime})" if runtime else ""
@@ -171,6 +176,12 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
+    c.add_argument("--search", type=int, default=0, metavar="GROUPS",
+                   help="with --model and ONNX Runtime: split the tensors into GROUPS runs in graph order and keep, "
+                        "per run, the method (-m, then --search-methods) whose int8 model has the best output SQNR "
+                        "on the --inputs files")
+    c.add_argument("--search-methods", default="percentile", metavar="M,M",
+                   help="methods the search tries after -m (default percentile)")
     c.set_defaults(func=cmd_calibrate)
 
     e = sub.add_parser("export", parents=[writer], help="convert a table to another format")
