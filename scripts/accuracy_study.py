@@ -103,7 +103,7 @@ def float_activations(model: Path, feeds: list[dict[str, np.ndarray]]):
         yield {k: v for k, v in values.items() if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size}
 
 
-def quantize(model: Path, ranges: Ranges, out: Path, activations: str) -> None:
+def quantize(model: Path, ranges: Ranges, out: Path, activations: str, symmetric: bool = False) -> None:
     """QDQ model through `edgecal.model.ort_quant.quantize_onnx` (ONNX Runtime's quantizer, per-channel weights).
 
     Every method's ranges take this one path; a peer's (lo, hi) becomes the table
@@ -112,8 +112,11 @@ def quantize(model: Path, ranges: Ranges, out: Path, activations: str) -> None:
     from edgecal import CalibrationTable, TensorCalibration
     from edgecal.model.ort_quant import quantize_onnx
 
-    entries = [TensorCalibration.asymmetric(k, lo, hi) if hi - min(lo, 0.0) > 1e-30 else
-               TensorCalibration.symmetric(k, 1.0) for k, (lo, hi) in ranges.items()]
+    if symmetric:  # a symmetric table stays one: zero point 0 (see quantize_onnx)
+        entries = [TensorCalibration.symmetric(k, max(-lo, hi)) for k, (lo, hi) in ranges.items()]
+    else:
+        entries = [TensorCalibration.asymmetric(k, lo, hi) if hi - min(lo, 0.0) > 1e-30 else
+                   TensorCalibration.symmetric(k, 1.0) for k, (lo, hi) in ranges.items()]
     quantize_onnx(model, out, CalibrationTable(entries), activations=activations, per_channel=True, missing="float")
 
 
@@ -248,7 +251,7 @@ def study_task(task: study_ocr.Task, methods: list[str], ort_methods: dict, tmp:
     for row, ranges in rows:
         for act in ("s8", "u8"):
             out = tmp / f"{task.name}-{act}.onnx"
-            quantize(task.model, ranges, out, act)
+            quantize(task.model, ranges, out, act, symmetric=row.method == f"edgecal {SYMMETRIC}")
             got = run_model(out, task.held_out)
             row.metric[act] = task.metric(reference, got)
             row.sqnr[act] = float(np.mean([sqnr_db(r, g) for r, g in zip(reference, got)]))
