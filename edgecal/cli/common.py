@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -13,6 +12,8 @@ from ..calibrator import DEFAULT_BINS, Calibrator
 from ..errors import InputError
 from ..formats import Format, detect_format, get_format
 from ..methods import Method, get_method
+from ..text import printable
+from ..typed_value import typed_value
 
 class Progress:
     """One self-overwriting status line on stderr, only on a terminal."""
@@ -38,18 +39,25 @@ class Progress:
             sys.stderr.flush()
 
 
-def key_values(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``KEY=VALUE`` arguments; values parse as JSON numbers/booleans, else stay strings."""
-    out: dict[str, Any] = {}
+def key_values(items: list[str] | None, what: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments as text; the format or method they go to gives each its kind."""
+    out: dict[str, str] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise InputError(f"{what} {item!r} is not KEY=VALUE")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+        out[key] = raw
     return out
+
+
+def method_params(method: Method, items: list[str] | None) -> dict[str, Any]:
+    """``-p KEY=VALUE`` arguments typed by the kind of each parameter's default, then checked by the method."""
+    params: dict[str, Any] = {}
+    for key, raw in key_values(items, "--param").items():
+        kind = type(method.defaults.get(key))
+        known = kind in (bool, int, float, str)
+        params[key] = typed_value(raw, kind, f"method {method.name!r} parameter {key!r}") if known else raw
+    return method.resolve(params)
 
 
 def mb(n: float) -> str:
@@ -97,8 +105,7 @@ def open_state(state: str | None, bins: int | None) -> Calibrator:
 def output_spec(args: Any) -> tuple[Method, dict[str, Any], Format, dict[str, Any]]:
     """Method, its parameters, the output format and its options, all checked before any work."""
     method = get_method(args.method)
-    params = method.resolve(key_values(args.param, "--param"))
+    params = method_params(method, args.param)
     out_format = get_format(args.format) if args.format else detect_format(args.out)
-    options = key_values(args.option, "--option")
-    out_format.check_options(options)
+    options = out_format.check_options(key_values(args.option, "--option"))
     return method, params, out_format, options

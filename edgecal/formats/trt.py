@@ -41,7 +41,7 @@ import struct
 
 from ..errors import InputError, StateError
 from ..table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration
-from .ecal import float32
+from .ecal import check_float32, float32
 from .registry import Format, register_format
 
 METHOD = "trt-cache"
@@ -67,8 +67,8 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
     Raises
     ------
     InputError
-        If an option is malformed, an entry is not symmetric int8, or amax / 127 is
-        0 or infinite in float32.
+        If an option is malformed, an entry is not symmetric int8, or amax / 127 or
+        amax is not a normal float32 (`edgecal.formats.ecal.check_float32`).
     """
     if not (_VERSION.fullmatch(str(trt_version)) and _ALGORITHM.fullmatch(str(algorithm))):
         raise InputError(
@@ -80,7 +80,9 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
         entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
         if entry.scheme != "symmetric":
             raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; TensorRT caches hold symmetric int8")
-        lines.append(f"{entry.name}: {scale_hex(entry.amax, entry.name)}")
+        value = scale_hex(entry.amax, entry.name)
+        check_float32(entry)
+        lines.append(f"{entry.name}: {value}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -127,6 +129,6 @@ register_format(
         read=read_trt,
         sniff=lambda head: head.startswith(b"TRT-"),
         description="TensorRT calibration cache: hex float32 bits of amax/127",
-        options=("trt_version", "algorithm"),
+        options={"trt_version": str, "algorithm": str},
     )
 )

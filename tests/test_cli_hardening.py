@@ -1,0 +1,61 @@
+"""The command line against an outside tester's findings: typed options, unsafe text, naming, export of states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecal import CalibrationTable
+from edgecal.cli import main
+
+
+def run(*argv: object) -> int:
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture
+def npy(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(3).standard_normal(4000).astype(np.float32))
+    return tmp_path / "x.npy"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edgecal: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-O", "skip_unsupported=maybe", "-o", "t.table"],
+     "format 'ncnn' option 'skip_unsupported': found 'maybe'; expected true or false (or 1/0, yes/no)"),
+    (["-m", "percentile", "-p", "percentile=true", "-o", "t.json"],
+     "method 'percentile' parameter 'percentile': found 'true'; expected a finite number"),
+    (["-m", "percentile", "-p", "percentile=NaN", "-o", "t.json"],
+     "method 'percentile' parameter 'percentile': found 'NaN'; expected a finite number"),
+    (["-m", "kl", "-p", "num_levels=256.0", "-o", "t.json"],
+     "method 'kl' parameter 'num_levels': found '256.0'; expected an integer"),
+    (["-m", "mse", "-p", "clip_weight=1e400", "-o", "t.json"],
+     "method 'mse' parameter 'clip_weight': found '1e400'; expected a finite number"),
+])
+def test_mistyped_options_and_parameters_are_one_line_and_write_nothing(tmp_path, npy, capsys, argv, message):
+    argv = [str(tmp_path / a) if a.startswith("t.") else a for a in argv]
+    assert run("calibrate", npy, *argv) == 2
+    assert message in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_parameters_keep_their_kind(tmp_path, npy):
+    assert run("calibrate", npy, "-o", tmp_path / "t.json", "-m", "kl", "-p", "num_levels=256") == 0
+    params = CalibrationTable.load(tmp_path / "t.json")["x"].params
+    assert params["num_levels"] == 256 and type(params["num_levels"]) is int
+    assert run("calibrate", npy, "-o", tmp_path / "p.json", "-m", "percentile", "-p", "percentile=99") == 0
+    params = CalibrationTable.load(tmp_path / "p.json")["x"].params
+    assert params == {"percentile": 99.0} and type(params["percentile"]) is float
+
+
+def test_skip_unsupported_false_spellings_do_not_skip(tmp_path, capsys):
+    np.save(tmp_path / "a b.npy", np.arange(1.0, 9.0))
+    assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax", "-O", "skip_unsupported=no") == 2
+    assert "its name contains whitespace" in one_error_line(capsys)
+    assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax", "-O", "skip_unsupported=yes") == 2
+    assert "no tensor of the table can be written" in capsys.readouterr().err  # skipped, so none is left
