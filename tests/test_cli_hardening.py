@@ -59,3 +59,43 @@ def test_skip_unsupported_false_spellings_do_not_skip(tmp_path, capsys):
     assert "its name contains whitespace" in one_error_line(capsys)
     assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax", "-O", "skip_unsupported=yes") == 2
     assert "no tensor of the table can be written" in capsys.readouterr().err  # skipped, so none is left
+
+
+FORGED = "x\x1b[2J\nedgecal: error: forged"
+ESCAPED = "x\\x1b[2J\\nedgecal: error: forged"
+
+
+def no_raw_control(text: str) -> None:
+    assert "\x1b" not in text and "\r" not in text
+    assert not any(line.startswith("edgecal: error: forged") for line in text.splitlines())
+
+
+def test_a_forged_tensor_name_shows_escaped(tmp_path, capsys):
+    # tables and states refuse a newline in a name; a carriage return still returns to the line start
+    name = "x\x1b[2J\redgecal: error: forged"
+    np.savez(tmp_path / "a.npz", **{name: np.arange(1.0, 100.0)})
+    state, table = tmp_path / "s.ecst", tmp_path / "t.json"
+    assert run("calibrate", tmp_path / "a.npz", "-o", table, "--state", state, "-q", "-m", "minmax") == 0
+    capsys.readouterr()
+    for shown in (state, table):
+        assert run("show", shown) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\r" not in out
+        assert "x\\x1b[2J\\redgecal: error: forged" in out
+
+
+def test_log_lines_and_errors_escape_what_they_quote(tmp_path, capsys, monkeypatch):
+    import logging
+
+    from edgecal.cli import files
+    from edgecal.errors import InputError
+
+    def noisy(args):
+        logging.getLogger("edgecal").warning("tensor %s: all zero", FORGED)
+        raise InputError(f"{FORGED}: bad")
+
+    monkeypatch.setattr(files, "cmd_show", noisy)
+    assert run("show", tmp_path / "anything") == 2
+    err = capsys.readouterr().err
+    no_raw_control(err)
+    assert err.splitlines() == [f"edgecal: warning: tensor {ESCAPED}: all zero", f"edgecal: error: {ESCAPED}: bad"]

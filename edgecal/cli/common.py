@@ -27,7 +27,7 @@ class Progress:
         now = time.monotonic()
         if self.enabled and (force or now - self._last >= 0.2):
             self._last = now
-            sys.stderr.write(f"\r\x1b[K{text}")
+            sys.stderr.write(f"\r\x1b[K{printable(text)}")
             sys.stderr.flush()
 
     def elapsed(self) -> float:
@@ -87,7 +87,14 @@ def db(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.1f} dB"
 
 
+def say(*parts: object) -> None:
+    """Print one line to stdout, every part escaped by `printable` (names come from files, sockets, devices)."""
+    print("".join(printable(str(p)) for p in parts))
+
+
 def print_rows(rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns; every cell escaped by `printable`, so a tensor name cannot move the cursor or add a line."""
+    rows = [tuple(printable(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

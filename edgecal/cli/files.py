@@ -18,7 +18,7 @@ from ..identity import file_identity, legacy_identity
 from ..methods import DEFAULT_METHOD, method_names
 from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
-from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
+from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows, say
 from .onnx import RUNTIMES
 
 
@@ -106,7 +106,7 @@ def _check_before_work(args: argparse.Namespace, files: list[Path]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     table = load_table(args.table, args.input_format)
     table.save(args.out, format=args.format, **key_values(args.option, "--option"))
-    print(f"wrote {len(table)} tensors to {args.out} ({args.format or detect_format(args.out).name})")
+    say(f"wrote {len(table)} tensors to {args.out} ({args.format or detect_format(args.out).name})")
     return 0
 
 
@@ -122,7 +122,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _show_table(path: Path, table: CalibrationTable) -> None:
-    print(f"{path}: table of {len(table)} tensors, schema {table.SCHEMA}, edgecal {table.edgecal_version}, "
+    say(f"{path}: table of {len(table)} tensors, schema {table.SCHEMA}, edgecal {table.edgecal_version}, "
           f"created {table.created}, model {table.model_hash or '-'}")
     rows = [("tensor", "dtype", "amax", "scale", "zp", "method", "values", "nonfinite", "flags")]
     for e in table.values():
@@ -132,7 +132,7 @@ def _show_table(path: Path, table: CalibrationTable) -> None:
 
 
 def _show_state(path: Path, cal: Calibrator) -> None:
-    print(f"{path}: state of {len(cal.names())} tensors, {cal.bins} bins, {len(cal.consumed)} inputs consumed, "
+    say(f"{path}: state of {len(cal.names())} tensors, {cal.bins} bins, {len(cal.consumed)} inputs consumed, "
           f"model {cal.model_hash or '-'}")
     rows = [("tensor", "arrays", "values", "zeros", "nonfinite", "min", "max", "range")]
     for name in cal.names():
@@ -148,7 +148,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for other in states[1:]:
         merged.merge(other)
     merged.save_state(args.out)
-    print(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
+    say(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
     return 0
 
 
