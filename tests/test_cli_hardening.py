@@ -99,3 +99,84 @@ def test_log_lines_and_errors_escape_what_they_quote(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     no_raw_control(err)
     assert err.splitlines() == [f"edgecal: warning: tensor {ESCAPED}: all zero", f"edgecal: error: {ESCAPED}: bad"]
+
+
+@pytest.fixture
+def state(tmp_path):
+    """A state of two tensors and the kl table calibrate wrote from it."""
+    rng = np.random.default_rng(7)
+    np.savez(tmp_path / "b.npz", conv=np.maximum(rng.standard_normal(5000), 0), fc=rng.laplace(size=5000))
+    s, t = tmp_path / "s.ecst", tmp_path / "kl.ecal"
+    assert run("calibrate", tmp_path / "b.npz", "-o", t, "--state", s, "-q", "-m", "kl", "-p", "num_levels=100") == 0
+    return s, t
+
+
+def same_entries(a, b):
+    return [(e.name, e.amax, e.scale, e.params, e.stats) for e in a.values()] == \
+        [(e.name, e.amax, e.scale, e.params, e.stats) for e in b.values()]
+
+
+def test_export_computes_a_table_from_a_state(state, tmp_path, capsys):
+    s, t = state
+    out = tmp_path / "from_state.ecal"
+    assert run("export", s, "-o", out, "-m", "kl", "-p", "num_levels=100") == 0
+    assert same_entries(CalibrationTable.load(out), CalibrationTable.load(t))
+    assert "wrote 2 tensors" in capsys.readouterr().out
+    assert run("export", s, "-o", tmp_path / "tfl.json", "-m", "minmax", "--scheme", "tflite") == 0
+    assert {e.scheme for e in CalibrationTable.load(tmp_path / "tfl.json").values()} == {"tflite"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["STATE", "-m", "kl", "-p", "num_levels=x"], "method 'kl' parameter 'num_levels': found 'x'; expected an integer"),
+    (["STATE", "-m", "nope"], "unknown method 'nope'"),
+    (["STATE", "--scheme", "weird"], "unknown scheme 'weird'"),
+    (["STATE", "--input-format", "trt"], "is a state; --input-format applies to tables"),
+    (["TABLE", "-m", "kl"], "is a table, its thresholds already chosen; -m applies to a state"),
+    (["TABLE", "--scheme", "tflite"], "--scheme applies to a state"),
+])
+def test_export_refuses_what_does_not_apply_and_writes_nothing(state, tmp_path, capsys, argv, message):
+    s, t = state
+    argv = [s if a == "STATE" else t if a == "TABLE" else a for a in argv]
+    assert run("export", *argv, "-o", tmp_path / "out.json") == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "out.json").exists()
+
+
+def damaged_copy(cache, tmp_path, line: int, new_hex: str):
+    lines = cache.read_text().splitlines()
+    name, _, _ = lines[line].rpartition(": ")
+    lines[line] = f"{name}: {new_hex}"
+    bad = tmp_path / "bad.cache"
+    bad.write_text("\n".join(lines) + "\n")
+    return bad
+
+
+def test_show_against_a_good_table_or_state_reports_agreement(state, tmp_path, capsys):
+    s, t = state
+    cache = tmp_path / "m.cache"
+    assert run("export", t, "-o", cache) == 0
+    assert run("show", cache, "--against", t) == 0
+    assert f"{cache} agrees with {t}: 2 tensors" in capsys.readouterr().out
+    assert run("show", cache, "--against", s, "-m", "kl", "-p", "num_levels=100") == 0
+    assert "agrees with" in capsys.readouterr().out
+    assert run("show", cache, "--against", s, "-m", "minmax") == 2  # another method: other thresholds
+    assert "2 tensors disagree" in capsys.readouterr().err
+
+
+def test_show_against_finds_a_damaged_tensorrt_cache(state, tmp_path, capsys):
+    s, t = state
+    cache = tmp_path / "m.cache"
+    assert run("export", t, "-o", cache) == 0
+    good_hex = cache.read_text().splitlines()[1].rpartition(": ")[2]
+    damaged = f"{int(good_hex, 16) ^ 0x10:x}"  # one flipped bit: still a valid cache, another table
+    bad = damaged_copy(cache, tmp_path, 1, damaged)
+    capsys.readouterr()
+    assert run("show", bad) == 0  # nothing in the cache itself can tell
+    capsys.readouterr()
+    assert run("show", bad, "--against", t) == 2
+    captured = capsys.readouterr()
+    disagree = [line for line in captured.out.splitlines() if line.startswith("disagrees:")]
+    assert len(disagree) == 1 and disagree[0].startswith(f"disagrees: 'conv': cache scale {damaged} (amax ")
+    assert f"reference {good_hex} " in disagree[0]
+    assert captured.err == f"edgecal: error: {bad}: 1 tensors disagree with {t}; expected the float32 scales of " \
+        "all 2 to match\n"

@@ -86,6 +86,35 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
     return ("\n".join(lines) + "\n").encode()
 
 
+def disagreements(cache: CalibrationTable, reference: CalibrationTable) -> list[tuple[str, str]]:
+    """``(tensor, why)`` for every tensor where ``cache`` and ``reference`` differ as a TensorRT cache holds them.
+
+    A cache has no checksum, so damage to a hex digit reads as another valid table;
+    this compares it with a table or state known to be good (an ``.ecal`` has a
+    CRC-32). Tensors are compared by the float32 bits of amax/127 (what the cache
+    stores; ``tflite`` entries through `TensorCalibration.as_symmetric`), in
+    ``reference`` order, then the tensors only ``cache`` holds.
+
+    >>> good = CalibrationTable([TensorCalibration.symmetric("a", 2.54), TensorCalibration.symmetric("b", 1.0)])
+    >>> disagreements(read_trt(write_trt(good)), good)
+    []
+    >>> disagreements(read_trt(b"TRT-8601-EntropyCalibration2\\na: 3ca3d70b\\n"), good)
+    [('a', 'cache scale 3ca3d70b (amax 2.54), reference 3ca3d70a (amax 2.54)'), ('b', 'missing from the cache')]
+    """
+    out = []
+    for name, ref in reference.items():
+        want = scale_hex(ref.as_symmetric().amax, name)
+        if name not in cache:
+            out.append((name, "missing from the cache"))
+            continue
+        got = scale_hex(cache[name].as_symmetric().amax, name)
+        if got != want:
+            amaxes = cache[name].as_symmetric().amax, ref.as_symmetric().amax
+            out.append((name, f"cache scale {got} (amax {amaxes[0]:.6g}), reference {want} (amax {amaxes[1]:.6g})"))
+    out.extend((name, "in the cache but not in the reference") for name in cache if name not in reference)
+    return out
+
+
 def _parse_line(line: str, number: int, params: dict[str, str]) -> TensorCalibration:
     name, sep, value = line.rpartition(": ")
     if not sep or not name or not _HEX.fullmatch(value.strip()):
