@@ -180,3 +180,26 @@ def test_show_against_finds_a_damaged_tensorrt_cache(state, tmp_path, capsys):
     assert f"reference {good_hex} " in disagree[0]
     assert captured.err == f"edgecal: error: {bad}: 1 tensors disagree with {t}; expected the float32 scales of " \
         "all 2 to match\n"
+
+
+def test_numbered_samples_in_tensor_folders_are_named_by_folder(tmp_path):
+    rng = np.random.default_rng(5)
+    conv, fc = [rng.standard_normal(300) for _ in range(2)], [100 * rng.standard_normal(300) for _ in range(2)]
+    for name, samples in (("conv1", conv), ("fc1", fc)):
+        (tmp_path / "acts" / name).mkdir(parents=True)
+        for i, x in enumerate(samples):
+            np.save(tmp_path / "acts" / name / f"{i:04d}.npy", x)
+    assert run("calibrate", tmp_path / "acts", "-o", tmp_path / "t.json", "-m", "minmax", "-q") == 0
+    table = CalibrationTable.load(tmp_path / "t.json")
+    assert list(table) == ["conv1", "fc1"]
+    assert table["conv1"].amax == max(np.abs(x).max() for x in conv)  # nothing of fc1 mixed in
+    assert table["fc1"].amax == max(np.abs(x).max() for x in fc) and table["fc1"].stats.samples == 2
+
+
+def test_tensor_files_in_sample_folders_are_named_by_stem(tmp_path):
+    for b in range(2):
+        (tmp_path / f"batch{b}").mkdir()
+        np.save(tmp_path / f"batch{b}" / "conv1.npy", np.arange(1.0, 5.0) * (b + 1))
+    assert run("calibrate", tmp_path, "-o", tmp_path / "t.json", "-m", "minmax", "-q") == 0
+    table = CalibrationTable.load(tmp_path / "t.json")
+    assert list(table) == ["conv1"] and table["conv1"].amax == 8.0 and table["conv1"].stats.samples == 2

@@ -90,7 +90,7 @@ def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path], str |
 def _read_file(path: Path, key: str, bins: int) -> Calibrator:
     """Every array of one file in a fresh calibrator, so a bad file leaves no trace."""
     part = Calibrator(bins)
-    for array in arrays_in(path):
+    for array in arrays_in(path, numbered_by_folder=True):
         part.observe_chunks(array.name, array.chunks())
     part.consumed.add(key)
     return part
