@@ -203,3 +203,11 @@ def test_tensor_files_in_sample_folders_are_named_by_stem(tmp_path):
     assert run("calibrate", tmp_path, "-o", tmp_path / "t.json", "-m", "minmax", "-q") == 0
     table = CalibrationTable.load(tmp_path / "t.json")
     assert list(table) == ["conv1"] and table["conv1"].amax == 8.0 and table["conv1"].stats.samples == 2
+
+
+def test_show_refuses_method_flags_without_a_reference(state, capsys):
+    s, t = state
+    assert run("show", t, "-m", "kl") == 2
+    assert "expected --against" in one_error_line(capsys)
+    assert run("show", s, "--against", t) == 2
+    assert "is a state; --against compares a table" in one_error_line(capsys)

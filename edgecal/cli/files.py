@@ -141,6 +141,8 @@ def _table_or_state(path: Path, args: argparse.Namespace, input_format: str | No
 
 def cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.path)
+    if not args.against and (args.method or args.param or args.scheme):
+        raise InputError("-m, -p and --scheme choose how a state given to --against is computed; expected --against")
     if _is_state(path):
         if args.against:
             raise InputError(f"{path} is a state; --against compares a table with a reference, expected a table")

@@ -26,6 +26,11 @@ Reading is tolerant of what real caches contain:
   ``all_zero``;
 - blank lines and CRLF line ends.
 
+A cache has no checksum: damage that keeps a line's syntax (a changed hex digit,
+a changed letter of a name) reads as another valid table. `disagreements` (the CLI's
+``edgecal show CACHE --against TABLE``) compares a cache with a table or state known
+to be good.
+
 Entries read from a cache have method ``"trt-cache"`` with params ``trt_version``
 and ``algorithm`` from the header; their amax is exactly float32(scale) * 127.
 
