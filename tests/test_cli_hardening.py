@@ -211,3 +211,10 @@ def test_show_refuses_method_flags_without_a_reference(state, capsys):
     assert "expected --against" in one_error_line(capsys)
     assert run("show", s, "--against", t) == 2
     assert "is a state; --against compares a table" in one_error_line(capsys)
+
+
+def test_error_lines_keep_repr_escapes_single(tmp_path, capsys):
+    from edgecal.cli.common import terminal_safe
+
+    assert terminal_safe("found 'bad\\x00name'") == "found 'bad\\x00name'"  # not doubled
+    assert terminal_safe("a\x1b[2J\r\u202eb") == "a\\x1b[2J\\r\\u202eb"

@@ -27,7 +27,7 @@ class Progress:
         now = time.monotonic()
         if self.enabled and (force or now - self._last >= 0.2):
             self._last = now
-            sys.stderr.write(f"\r\x1b[K{printable(text)}")
+            sys.stderr.write(f"\r\x1b[K{terminal_safe(text)}")
             sys.stderr.flush()
 
     def elapsed(self) -> float:
@@ -87,9 +87,22 @@ def db(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.1f} dB"
 
 
+def terminal_safe(text: str) -> str:
+    r"""``text`` with its non-printable characters escaped as `printable` does, backslashes left alone.
+
+    For whole lines (messages, logs) whose names are mostly ``repr``-quoted already:
+    nothing in them can move the cursor or start a new line, and the backslash of a
+    ``repr`` escape is not doubled. Single names go through `printable` (reversible).
+
+    >>> print(terminal_safe("\x1b[2J\ron 'a\x00'"))
+    \x1b[2J\ron 'a\x00'
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else printable(c) for c in text)
+
+
 def say(*parts: object) -> None:
-    """Print one line to stdout, every part escaped by `printable` (names come from files, sockets, devices)."""
-    print("".join(printable(str(p)) for p in parts))
+    """Print one line to stdout, escaped by `terminal_safe` (names come from files, sockets, devices)."""
+    print(terminal_safe("".join(str(p) for p in parts)))
 
 
 def print_rows(rows: list[tuple[str, ...]]) -> None:
