@@ -92,7 +92,7 @@ def terminal_safe(text: str) -> str:
 
     For whole lines (messages, logs) whose names are mostly ``repr``-quoted already:
     nothing in them can move the cursor or start a new line, and the backslash of a
-    ``repr`` escape is not doubled. Single names go through `printable` (reversible).
+    ``repr`` escape, or of a name the serial link already escaped, is not doubled.
 
     >>> print(terminal_safe("\x1b[2J\ron 'a\x00'"))
     \x1b[2J\ron 'a\x00'
@@ -106,8 +106,8 @@ def say(*parts: object) -> None:
 
 
 def print_rows(rows: list[tuple[str, ...]]) -> None:
-    """Aligned columns; every cell escaped by `printable`, so a tensor name cannot move the cursor or add a line."""
-    rows = [tuple(printable(c) for c in r) for r in rows]
+    """Aligned columns; every cell escaped by `terminal_safe`, so a tensor name cannot move the cursor or add a line."""
+    rows = [tuple(terminal_safe(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
