@@ -5,7 +5,8 @@ tensor per ``.npy`` member; a folder contributes every `.npy`/`.npz` below it, i
 sorted order. With ``numbered_by_folder`` (what ``edgecal calibrate`` uses), a `.npy`
 whose stem is a number (``conv1/0000.npy``, ``conv1/17.npy``) is one sample of the
 tensor named after its folder (``conv1``), so ``conv1/0000.npy`` and
-``fc1/0000.npy`` are two tensors, not one tensor ``0000`` (see `tensor_name`). `arrays_in` checks every header before any data is read: the magic,
+``fc1/0000.npy`` are two tensors, not one tensor ``0000`` (see `tensor_name`).
+`arrays_in` checks every header before any data is read: the magic,
 a header of at most `MAX_HEADER_BYTES`, a real dtype (any byte order), no negative
 dimension, and a data size that matches what shape × dtype claim. Archives are
 checked too: no encrypted members, no compression but stored/deflate/bzip2/lzma,

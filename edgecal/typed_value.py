@@ -12,10 +12,10 @@ Python. One wording for every caller:
 
 >>> typed_value("yes", bool, "option 'x'"), typed_value("256", int, "p"), typed_value("99.9", float, "p")
 (True, 256, 99.9)
->>> typed_value("maybe", bool, "format 'ncnn' option 'skip_unsupported'")
+>>> typed_value("maybe", bool, "option 'x'")
 Traceback (most recent call last):
 ...
-edgecal.errors.InputError: format 'ncnn' option 'skip_unsupported': found 'maybe'; expected true or false (or 1/0, yes/no)
+edgecal.errors.InputError: option 'x': found 'maybe'; expected true or false (or 1/0, yes/no)
 """
 
 from __future__ import annotations

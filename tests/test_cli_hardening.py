@@ -55,9 +55,11 @@ def test_parameters_keep_their_kind(tmp_path, npy):
 
 def test_skip_unsupported_false_spellings_do_not_skip(tmp_path, capsys):
     np.save(tmp_path / "a b.npy", np.arange(1.0, 9.0))
-    assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax", "-O", "skip_unsupported=no") == 2
+    assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax",
+               "-O", "skip_unsupported=no") == 2
     assert "its name contains whitespace" in one_error_line(capsys)
-    assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax", "-O", "skip_unsupported=yes") == 2
+    assert run("calibrate", tmp_path / "a b.npy", "-o", tmp_path / "t.table", "-m", "minmax",
+               "-O", "skip_unsupported=yes") == 2
     assert "no tensor of the table can be written" in capsys.readouterr().err  # skipped, so none is left
 
 
