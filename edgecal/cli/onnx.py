@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..formats import load_table
 from ..model.graph import Graph, MissingExtraError, load_graph
 from ..model.ort_quant import ACTIVATIONS, INSTALL, import_ort
-from .common import db, fmt, pct, print_rows
+from .common import db, fmt, pct, print_rows, say, terminal_safe
 
 RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
 
@@ -183,16 +183,16 @@ def cmd_check_onnxruntime(args: argparse.Namespace) -> int:
               f"({change:+.2f} points)")
     for o in report.outputs:
         agreement = "-" if o.top1_agreement is None else pct(o.top1_agreement)
-        print(f"output {o.name}: top-1 agreement float vs int8 {agreement}, SQNR {db(o.sqnr_db)}")
+        say(f"output {o.name}: top-1 agreement float vs int8 {agreement}, SQNR {db(o.sqnr_db)}")
     print()
     rows = [("tensor", "op", "scale", "zp", "SQNR", "own SQNR")]
     for t in report.tensors:
         rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db), db(t.own_sqnr_db)))
     print_rows(rows)
-    print("\nworst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst()))
+    print("\n" + terminal_safe("worst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst())))
     culprit = report.culprit()
     if culprit is not None:
-        print(f"range costing the most on its own: {culprit.name} (own SQNR {db(culprit.own_sqnr_db)})")
+        say(f"range costing the most on its own: {culprit.name} (own SQNR {db(culprit.own_sqnr_db)})")
     return 0
 
 
