@@ -2,7 +2,11 @@
 
 A `.npy` file is one tensor named by the file's stem; a `.npz` archive holds one
 tensor per ``.npy`` member; a folder contributes every `.npy`/`.npz` below it, in
-sorted order. `arrays_in` checks every header before any data is read: the magic,
+sorted order. With ``numbered_by_folder`` (what ``edgecal calibrate`` uses), a `.npy`
+whose stem is a number (``conv1/0000.npy``, ``conv1/17.npy``) is one sample of the
+tensor named after its folder (``conv1``), so ``conv1/0000.npy`` and
+``fc1/0000.npy`` are two tensors, not one tensor ``0000`` (see `tensor_name`).
+`arrays_in` checks every header before any data is read: the magic,
 a header of at most `MAX_HEADER_BYTES`, a real dtype (any byte order), no negative
 dimension, and a data size that matches what shape × dtype claim. Archives are
 checked too: no encrypted members, no compression but stored/deflate/bzip2/lzma,
@@ -151,15 +155,32 @@ def expand_inputs(paths: list[str | os.PathLike[str]]) -> list[Path]:
     return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
-def arrays_in(path: str | os.PathLike[str]) -> list[ArrayFile]:
-    """Every array of one input file, headers and sizes checked; no data read yet."""
+def tensor_name(path: str | os.PathLike[str], numbered_by_folder: bool = False) -> str:
+    """The tensor a `.npy` file holds: its stem, or for a numbered stem (digits only) its folder's name.
+
+    The folder rule applies with ``numbered_by_folder``: the common layout of one
+    folder per tensor holding numbered samples (``conv1/0000.npy``, ``conv1/0001.npy``)
+    then gives tensor ``conv1`` however the file is named on the command line.
+
+    >>> tensor_name("acts/conv1/0003.npy", True), tensor_name("acts/conv1/0003.npy"), tensor_name("b0/fc.npy", True)
+    ('conv1', '0003', 'fc')
+    """
+    p = Path(path)
+    if numbered_by_folder and p.stem.isdigit() and p.stem.isascii():
+        return p.absolute().parent.name or p.stem
+    return p.stem
+
+
+def arrays_in(path: str | os.PathLike[str], numbered_by_folder: bool = False) -> list[ArrayFile]:
+    """Every array of one input file, headers and sizes checked; no data read yet (naming: `tensor_name`)."""
     p = Path(path)
     if p.suffix.lower() == ".npz":
         return _npz_arrays(p)
     with open_regular(p, "array file") as fh:
         size = os.fstat(fh.fileno()).st_size
         header = _read_header(fh, str(p))
-    return [_described(p.stem, p, None, header, size, lambda: open_regular(p, "array file"))]
+    name = tensor_name(p, numbered_by_folder)
+    return [_described(name, p, None, header, size, lambda: open_regular(p, "array file"))]
 
 
 def read_arrays(path: str | os.PathLike[str], max_bytes: int) -> dict[str, np.ndarray]:

@@ -44,7 +44,8 @@ import study_ocr  # noqa: E402
 from edgecal import Calibrator  # noqa: E402
 from edgecal.methods import DEFAULT_METHOD  # noqa: E402
 
-EDGECAL_METHODS = [DEFAULT_METHOD, "kl", "minmax", "percentile", "mse", "auto"]
+EDGECAL_METHODS = list(dict.fromkeys([DEFAULT_METHOD, "kl", "minmax", "percentile", "mse", "auto"]))
+SEARCH = "search mse/percentile on the model"  # edgecal.model.ort_search: per group of tensors, the model's choice
 ORT_METHODS = {"ORT MinMax": ("MinMax", {}), "ORT Entropy": ("Entropy", {}),
                "ORT Entropy 2048": ("Entropy", {"num_bins": 2048}), "ORT Percentile": ("Percentile", {})}
 Ranges = dict[str, tuple[float, float]]
@@ -102,7 +103,7 @@ def float_activations(model: Path, feeds: list[dict[str, np.ndarray]]):
         yield {k: v for k, v in values.items() if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size}
 
 
-def quantize(model: Path, ranges: Ranges, out: Path, activations: str) -> None:
+def quantize(model: Path, ranges: Ranges, out: Path, activations: str, symmetric: bool = False) -> None:
     """QDQ model through `edgecal.model.ort_quant.quantize_onnx` (ONNX Runtime's quantizer, per-channel weights).
 
     Every method's ranges take this one path; a peer's (lo, hi) becomes the table
@@ -111,8 +112,11 @@ def quantize(model: Path, ranges: Ranges, out: Path, activations: str) -> None:
     from edgecal import CalibrationTable, TensorCalibration
     from edgecal.model.ort_quant import quantize_onnx
 
-    entries = [TensorCalibration.asymmetric(k, lo, hi) if hi - min(lo, 0.0) > 1e-30 else
-               TensorCalibration.symmetric(k, 1.0) for k, (lo, hi) in ranges.items()]
+    if symmetric:  # a symmetric table stays one: zero point 0 (see quantize_onnx)
+        entries = [TensorCalibration.symmetric(k, max(-lo, hi)) for k, (lo, hi) in ranges.items()]
+    else:
+        entries = [TensorCalibration.asymmetric(k, lo, hi) if hi - min(lo, 0.0) > 1e-30 else
+                   TensorCalibration.symmetric(k, 1.0) for k, (lo, hi) in ranges.items()]
     quantize_onnx(model, out, CalibrationTable(entries), activations=activations, per_channel=True, missing="float")
 
 
@@ -172,6 +176,19 @@ def edgecal_job(model: Path, feeds: list[dict[str, np.ndarray]], methods: list[s
     return job
 
 
+def search_job(model: Path, feeds: list[dict[str, np.ndarray]], groups: int) -> Callable[[], Ranges]:
+    def job() -> Ranges:
+        from edgecal.model.ort_quant import table_ranges
+        from edgecal.model.ort_search import search_table
+
+        cal = Calibrator()
+        for values in float_activations(model, feeds):
+            cal.observe_many(values)
+        return table_ranges(search_table(model, cal, feeds, groups=groups)[0])
+
+    return job
+
+
 def ort_job(model: Path, feeds: list[dict[str, np.ndarray]], method: str, options: dict) -> Callable[[], Ranges]:
     def job() -> Ranges:
         from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
@@ -214,7 +231,8 @@ def worst_tensor(activations: list[dict[str, np.ndarray]], ranges: Ranges) -> tu
     return worst
 
 
-def study_task(task: study_ocr.Task, methods: list[str], ort_methods: dict, tmp: Path, log) -> list[Row]:
+def study_task(task: study_ocr.Task, methods: list[str], ort_methods: dict, tmp: Path, log,
+               groups: int = 8) -> list[Row]:
     reference = run_model(task.model, task.held_out)
     probe = list(float_activations(task.model, task.held_out[:2]))
     rows: list[tuple[Row, Ranges]] = []
@@ -222,6 +240,10 @@ def study_task(task: study_ocr.Task, methods: list[str], ort_methods: dict, tmp:
     log(f"  edgecal: {len(methods)} tables in {seconds:.1f} s, +{rss:.0f} MiB")
     for m in [*methods, SYMMETRIC]:
         rows.append((Row(f"edgecal {m}", seconds=seconds, rss_mib=rss), tables[m]))
+    if groups:
+        ranges, seconds, rss = measured(search_job(task.model, task.calib, groups))
+        log(f"  edgecal {SEARCH}: {seconds:.1f} s, +{rss:.0f} MiB")
+        rows.append((Row(f"edgecal {SEARCH}", seconds=seconds, rss_mib=rss), ranges))
     for label, (method, options) in ort_methods.items():
         ranges, seconds, rss = measured(ort_job(task.model, task.calib, method, options))
         log(f"  {label}: {seconds:.1f} s, +{rss:.0f} MiB")
@@ -229,7 +251,7 @@ def study_task(task: study_ocr.Task, methods: list[str], ort_methods: dict, tmp:
     for row, ranges in rows:
         for act in ("s8", "u8"):
             out = tmp / f"{task.name}-{act}.onnx"
-            quantize(task.model, ranges, out, act)
+            quantize(task.model, ranges, out, act, symmetric=row.method == f"edgecal {SYMMETRIC}")
             got = run_model(out, task.held_out)
             row.metric[act] = task.metric(reference, got)
             row.sqnr[act] = float(np.mean([sqnr_db(r, g) for r, g in zip(reference, got)]))
@@ -273,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held-out", type=int, help="held-out inputs per model (default det 48, rec 300, cls 600)")
     p.add_argument("--methods", help=f"edgecal methods (default: {','.join(EDGECAL_METHODS)})")
     p.add_argument("--no-ort", action="store_true", help="leave out ONNX Runtime's calibrators")
+    p.add_argument("--groups", type=int, help="groups of the model-guided search (default 8, quick 4; 0: no search)")
     p.add_argument("--cache", default=".cache/study", help="where the models are downloaded")
     p.add_argument("--json", help="write every figure to this JSON file")
     args = p.parse_args(argv)
@@ -298,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in study_ocr.make_tasks(models, calib, held, wanted):
         print(f"{task.kind}: {len(task.calib)} calibration / {len(task.held_out)} held-out inputs", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            rows = study_task(task, methods, ort_methods, Path(tmp), lambda s: print(s, flush=True))
+            groups = args.groups if args.groups is not None else (4 if args.quick else 8)
+            rows = study_task(task, methods, ort_methods, Path(tmp), lambda s: print(s, flush=True), groups)
         print("\n" + markdown(task, rows) + "\n", flush=True)
         results[task.name] = {"kind": task.kind, "metric": task.metric_name, "rows": [asdict(r) for r in rows]}
     if args.json:

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import math
+import re
 import shutil
 import struct
 import subprocess
@@ -163,11 +164,68 @@ def test_damaged_json_table_raises_state_error(make, message):
 
 
 def test_save_rejects_unknown_formats_and_options(tmp_path):
-    with pytest.raises(InputError, match="format 'trt' has no option 'bogus'; accepted: trt_version, algorithm"):
+    accepted = r"accepted: trt_version \(str\), algorithm \(str\)"
+    with pytest.raises(InputError, match=r"format 'trt' has no option 'bogus'; " + accepted):
         save_table(golden_table(), tmp_path / "t.cache", bogus=1)
     with pytest.raises(ValueError, match="unknown format 'nope'; known formats: c, ecal, json, ncnn, ort, trt"):
         save_table(golden_table(), tmp_path / "t.cache", format="nope")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text, expected", [("true", True), ("TRUE", True), ("1", True), ("yes", True),
+                                            ("false", False), ("0", False), ("No", False)])
+def test_boolean_options_are_read_from_their_documented_spellings(text, expected):
+    assert get_format("ncnn").check_options({"skip_unsupported": text}) == {"skip_unsupported": expected}
+
+
+@pytest.mark.parametrize("fmt, key, value, expected", [
+    ("ncnn", "skip_unsupported", "maybe", "expected true or false"),
+    ("ncnn", "skip_unsupported", "2", "expected true or false"),
+    ("ncnn", "skip_unsupported", 1, "expected true or false"),  # a TOML integer is not a boolean
+    ("c", "prefix", 5, "expected text"),
+    ("trt", "trt_version", True, "expected text"),
+])
+def test_options_of_the_wrong_kind_are_refused_naming_option_value_and_kind(tmp_path, fmt, key, value, expected):
+    message = f"format '{fmt}' option '{key}': found {value!r}; {expected}"
+    with pytest.raises(InputError, match=re.escape(message)):
+        save_table(golden_table(), tmp_path / "t", format=fmt, **{key: value})
+    assert not list(tmp_path.iterdir())
+
+
+def test_skip_unsupported_no_means_no(tmp_path):
+    t = table_of(TensorCalibration.symmetric("a b", 1.0), TensorCalibration.symmetric("ok", 2.54))
+    with pytest.raises(InputError, match="its name contains whitespace"):
+        save_table(t, tmp_path / "t.table", skip_unsupported="no")
+    save_table(t, tmp_path / "t.table", skip_unsupported="yes")
+    assert (tmp_path / "t.table").read_bytes() == b"ok 50\n"
+
+
+FLOAT32_WRITERS = ("ecal", "trt", "ncnn", "ort", "c")
+
+
+@pytest.mark.parametrize("fmt", FLOAT32_WRITERS)
+@pytest.mark.parametrize("amax", [
+    1e300,  # amax/127 and amax overflow float32 (the outside tester's ORT case)
+    1e39,  # amax/127 fits, amax does not
+    1e-37,  # amax/127 is a float32 subnormal (ncnn's 127/amax fits)
+    2.0**-127 * 127,  # scale exactly 2^-127: subnormal
+])
+def test_every_float32_writer_refuses_values_float32_cannot_hold(tmp_path, fmt, amax):
+    t = table_of(TensorCalibration.symmetric("big", amax))
+    message = r"^tensor 'big': [a-z0-9/ ]+ \S+ is \S+ in float32; expected a normal float32"
+    with pytest.raises(InputError, match=message):
+        save_table(t, tmp_path / "t", format=fmt)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_smallest_normal_float32_scale_is_written_and_json_keeps_any_float64(tmp_path):
+    smallest = TensorCalibration("s", 2.0**-126 * 127, 2.0**-126)
+    for fmt in ("ecal", "trt", "ort", "c"):
+        save_table(table_of(smallest), tmp_path / f"t.{fmt}", format=fmt)
+    assert (tmp_path / "t.trt").read_text().splitlines()[1] == "s: 800000"  # float32 bits of 2^-126
+    huge = table_of(TensorCalibration.symmetric("big", 1e300))
+    save_table(huge, tmp_path / "t.json")
+    assert load_table(tmp_path / "t.json")["big"].amax == 1e300
 
 
 # -- .ecal: an encoder and a C parser written from the docstring -------------------------------
@@ -436,7 +494,9 @@ def test_tensorrt_golden_lines_are_the_hand_computed_bit_patterns():
         "TRT-8601-EntropyCalibration2", "data: 3c008912", "stage 2/conv: relu:0: 3ca3d70a", "größe_出力: 3d4ccccd",
         "zeros: 3c010204", "input_1:0: 4000889d", "q31_carry: 3f800000",
     ]  # fmt: skip
-    assert trt.scale_hex(from_trt_hex("1")) == "1"  # no leading zeros
+    assert trt.scale_hex(from_trt_hex("800000")) == "800000"  # no leading zeros (2^-126, the smallest normal)
+    with pytest.raises(InputError, match="expected a normal float32"):
+        trt.scale_hex(from_trt_hex("1"))  # a subnormal scale is refused
     back = load_table(GOLDEN / "table.cache")
     assert {n: e.amax for n, e in back.items()} == {n: f32(e.amax / 127) * 127 for n, e in golden_table().items()}
 

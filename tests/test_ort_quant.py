@@ -272,3 +272,44 @@ def test_check_refuses_unreadable_models_and_labels_without_classes(model, tmp_p
         check_onnx(tmp_path / "sum.onnx", tmp_path / "sum.onnx", [{"x": data[0]}], labels=np.zeros(1, int))
     with pytest.raises(InputError, match=r"batch 0, output 'y': int8 shape \(\) differs from float shape \(16, 5\)"):
         check_onnx(path, tmp_path / "sum.onnx", [{"x": data[0]}])
+
+
+def test_a_symmetric_table_keeps_the_relu_it_cannot_clamp(tmp_path):
+    """ORT drops a Relu whose output it quantizes asymmetrically; a symmetric range [-a, a] cannot stand in for it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecal import Calibrator
+    from edgecal.model.ort_quant import quantize_onnx
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (4, 2, 3, 3)).astype(np.float32), "W")
+    g = numpy_helper.from_array(rng.normal(0, 0.2, (3, 4 * 6 * 6)).astype(np.float32), "G")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "G"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "relunet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, g])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    x = rng.normal(0, 1, (32, 2, 6, 6)).astype(np.float32)
+    cal = Calibrator()
+    values = {"x": x, "c": None, "r": None, "f": None, "y": None}
+    conv = np.stack([np.sum([np.pad(x[:, ci], ((0, 0), (1, 1), (1, 1)))[:, dy:dy + 6, dx:dx + 6]
+                             * numpy_helper.to_array(w)[co, ci, dy, dx] for ci in range(2) for dy in range(3)
+                             for dx in range(3)], axis=0) for co in range(4)], axis=1)
+    values["c"], values["r"] = conv, np.maximum(conv, 0)
+    values["f"] = values["r"].reshape(32, -1)
+    values["y"] = values["f"] @ numpy_helper.to_array(g).T
+    cal.observe_many(values)
+    table = cal.compute("minmax", scheme="symmetric")
+    out = tmp_path / "relu.int8.onnx"
+    quantize_onnx(path, out, table)
+    q = onnx.load(str(out))
+    assert "Relu" in [n.op_type for n in q.graph.node]
+    zps = [numpy_helper.to_array(i) for i in q.graph.initializer if i.name.endswith("_zero_point")]
+    assert zps and all(int(np.max(np.abs(z))) == 0 for z in zps)  # symmetric: zero point 0 everywhere
+    got = run(out, x)
+    ref = values["y"]
+    assert 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)) > 25

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from crafted_files import corrupt_deflate, npy_bytes, npz_bytes, patch_zip_headers
-from edgecal.sources import SpoolSource
 
 
 def npy_of(array: np.ndarray) -> bytes:
@@ -20,17 +19,7 @@ def npy_of(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def opened(folder, **config) -> SpoolSource:
-    src = SpoolSource(path=str(folder), poll_interval=0.02, **config)
-    src.open()
-    return src
-
-
-def read_all(src: SpoolSource, timeout: float = 0.1) -> list:
-    out = []
-    while (sample := src.read(timeout)) is not None:
-        out.append(sample)
-    return out
+from test_sources_spool import opened, read_all  # noqa: E402  (one pair of spool helpers for both files)
 
 
 _PLAIN = npz_bytes([("x.npy", npy_of(np.ones(3)))])

@@ -16,6 +16,7 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import EdgecalError
 from ..formats import format_names
+from .common import terminal_safe
 from . import examples, files, onnx, service, stream
 
 log = logging.getLogger("edgecal")
@@ -34,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _StderrFormatter(logging.Formatter):
+    """``edgecal: <level>: <message>``, the message escaped: names in it come from files, sockets and devices."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"edgecal: {record.levelname.lower()}: {record.getMessage()}"
+        return f"edgecal: {record.levelname.lower()}: {terminal_safe(record.getMessage())}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except EdgecalError as err:
-        print(f"edgecal: error: {err}", file=sys.stderr)
+        print(f"edgecal: error: {terminal_safe(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgecal: interrupted", file=sys.stderr)

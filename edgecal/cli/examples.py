@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import InputError
 from ..formats import load_table
 from ..reference.requant import ROUNDINGS
-from .common import db, fmt, pct, print_rows
+from .common import db, fmt, pct, print_rows, terminal_safe
 from .onnx import add_quantize_options
 
 
@@ -97,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for t in report.tensors:
         rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db)))
     print_rows(rows)
-    print("\nworst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst()))
+    print("\n" + terminal_safe("worst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst())))
     return 0
 
 

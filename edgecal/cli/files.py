@@ -11,14 +11,16 @@ from typing import Any
 
 from ..calibrator import DEFAULT_BINS, Calibrator
 from ..errors import InputError
-from ..formats import detect_format, load_table
+from ..formats import detect_format, get_format, load_table
+from ..formats.trt import disagreements
 from ..arrays import arrays_in, expand_inputs
 from ..atomic import check_writable
 from ..identity import file_identity, legacy_identity
-from ..methods import DEFAULT_METHOD, method_names
+from ..methods import DEFAULT_METHOD, get_method, method_names
 from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
-from .common import Progress, Terminated, fmt, key_values, mb, on_sigterm, open_state, output_spec, print_rows
+from .common import (Progress, Terminated, fmt, key_values, mb, method_params, on_sigterm, open_state, output_spec,
+                     print_rows, say)
 from .onnx import RUNTIMES
 
 
@@ -61,7 +63,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress.done()
     if args.state:
         cal.save_state(args.state)
-    table = cal.compute(method.name, scheme=args.scheme, **params)
+    if args.search:
+        from .onnx import searched_table
+
+        table = searched_table(args, cal, method.name, params)
+    else:
+        table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
     note = f", {skipped} already in {args.state}" if skipped else ""
     via = f" (runtime {runtime})" if runtime else ""
@@ -88,7 +95,7 @@ def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path], str |
 def _read_file(path: Path, key: str, bins: int) -> Calibrator:
     """Every array of one file in a fresh calibrator, so a bad file leaves no trace."""
     part = Calibrator(bins)
-    for array in arrays_in(path):
+    for array in arrays_in(path, numbered_by_folder=True):
         part.observe_chunks(array.name, array.chunks())
     part.consumed.add(key)
     return part
@@ -104,25 +111,69 @@ def _check_before_work(args: argparse.Namespace, files: list[Path]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    table = load_table(args.table, args.input_format)
-    table.save(args.out, format=args.format, **key_values(args.option, "--option"))
-    print(f"wrote {len(table)} tensors to {args.out} ({args.format or detect_format(args.out).name})")
+    """A table (converted) or a state (a table computed with -m/-p/--scheme) written as --out."""
+    check_writable(args.out)
+    out_format = get_format(args.format) if args.format else detect_format(args.out)
+    options = out_format.check_options(key_values(args.option, "--option"))
+    table = _table_or_state(Path(args.table), args, args.input_format)
+    table.save(args.out, format=out_format.name, **options)
+    say(f"wrote {len(table)} tensors to {args.out} ({out_format.name})")
     return 0
+
+
+def _is_state(path: Path) -> bool:
+    with open_regular(path, "table or state") as fh:
+        return fh.read(4) == Calibrator._MAGIC
+
+
+def _table_or_state(path: Path, args: argparse.Namespace, input_format: str | None = None) -> CalibrationTable:
+    """The table in ``path``, or the table computed from the state in ``path`` with -m, -p and --scheme."""
+    if not _is_state(path):
+        given = [flag for flag, value in (("-m", args.method), ("-p", args.param), ("--scheme", args.scheme)) if value]
+        if given:
+            raise InputError(f"{path} is a table, its thresholds already chosen; {given[0]} applies to a state "
+                             "(.ecst), expected no -m, -p or --scheme")
+        return load_table(path, input_format)
+    if input_format:
+        raise InputError(f"{path} is a state; --input-format applies to tables, expected none")
+    method = get_method(args.method or DEFAULT_METHOD)
+    params = method_params(method, args.param)
+    scheme = args.scheme or "symmetric"
+    if scheme not in SCHEMES:
+        raise InputError(f"unknown scheme {scheme!r}; known schemes: {', '.join(SCHEMES)}")
+    return Calibrator.load_state(path).compute(method.name, scheme=scheme, **params)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    with open_regular(path, "table or state") as fh:
-        head = fh.read(4)
-    if head == Calibrator._MAGIC:
+    if not args.against and (args.method or args.param or args.scheme):
+        raise InputError("-m, -p and --scheme choose how a state given to --against is computed; expected --against")
+    if _is_state(path):
+        if args.against:
+            raise InputError(f"{path} is a state; --against compares a table with a reference, expected a table")
         _show_state(path, Calibrator.load_state(path))
-    else:
-        _show_table(path, load_table(path))
+        return 0
+    table = load_table(path)
+    _show_table(path, table)
+    if args.against:
+        _check_against(path, table, Path(args.against), args)
     return 0
 
 
+def _check_against(path: Path, table: CalibrationTable, ref_path: Path, args: argparse.Namespace) -> None:
+    """One line per tensor where ``table`` and the reference differ at float32 scale precision; exit 2 if any."""
+    reference = _table_or_state(ref_path, args)
+    found = disagreements(table, reference)
+    for name, why in found:
+        say(f"disagrees: {name!r}: {why}")
+    if found:
+        raise InputError(f"{path}: {len(found)} tensors disagree with {ref_path}; expected the float32 scales of "
+                         f"all {len(reference)} to match")
+    say(f"{path} agrees with {ref_path}: {len(reference)} tensors, identical float32 scales amax/127")
+
+
 def _show_table(path: Path, table: CalibrationTable) -> None:
-    print(f"{path}: table of {len(table)} tensors, schema {table.SCHEMA}, edgecal {table.edgecal_version}, "
+    say(f"{path}: table of {len(table)} tensors, schema {table.SCHEMA}, edgecal {table.edgecal_version}, "
           f"created {table.created}, model {table.model_hash or '-'}")
     rows = [("tensor", "dtype", "amax", "scale", "zp", "method", "values", "nonfinite", "flags")]
     for e in table.values():
@@ -132,7 +183,7 @@ def _show_table(path: Path, table: CalibrationTable) -> None:
 
 
 def _show_state(path: Path, cal: Calibrator) -> None:
-    print(f"{path}: state of {len(cal.names())} tensors, {cal.bins} bins, {len(cal.consumed)} inputs consumed, "
+    say(f"{path}: state of {len(cal.names())} tensors, {cal.bins} bins, {len(cal.consumed)} inputs consumed, "
           f"model {cal.model_hash or '-'}")
     rows = [("tensor", "arrays", "values", "zeros", "nonfinite", "min", "max", "range")]
     for name in cal.names():
@@ -148,7 +199,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for other in states[1:]:
         merged.merge(other)
     merged.save_state(args.out)
-    print(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
+    say(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
     return 0
 
 
@@ -171,16 +222,31 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
+    c.add_argument("--search", type=int, default=0, metavar="GROUPS",
+                   help="with --model and ONNX Runtime: split the tensors into GROUPS runs in graph order and keep, "
+                        "per run, the method (-m, then --search-methods) whose int8 model has the best output SQNR "
+                        "on the --inputs files")
+    c.add_argument("--search-methods", default="percentile", metavar="M,M",
+                   help="methods the search tries after -m (default percentile)")
     c.set_defaults(func=cmd_calibrate)
 
-    e = sub.add_parser("export", parents=[writer], help="convert a table to another format")
-    e.add_argument("table")
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("-m", "--method", help=f"for a state: one of {', '.join(method_names())} "
+                         f"(default {DEFAULT_METHOD})")
+    chooser.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="for a state: method parameter")
+    chooser.add_argument("--scheme", help=f"for a state: one of {', '.join(SCHEMES)} (default symmetric)")
+    e = sub.add_parser("export", parents=[writer, chooser],
+                       help="convert a table to another format, or compute one from a state (-m, -p, --scheme)")
+    e.add_argument("table", metavar="TABLE|STATE")
     e.add_argument("-o", "--out", required=True)
     e.add_argument("--input-format", help="format of TABLE (default: detected)")
     e.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("show", help="summarise a table or a state file")
+    s = sub.add_parser("show", parents=[chooser], help="summarise a table or a state file")
     s.add_argument("path", metavar="TABLE|STATE")
+    s.add_argument("--against", metavar="TABLE|STATE",
+                   help="check that TABLE (e.g. a TensorRT cache, which has no checksum) holds the same float32 "
+                   "scales as this table or state; one line per disagreeing tensor, exit 2 if any")
     s.set_defaults(func=cmd_show)
 
     m = sub.add_parser("merge", help="merge state files (exact)")

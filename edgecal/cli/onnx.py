@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..formats import load_table
 from ..model.graph import Graph, MissingExtraError, load_graph
 from ..model.ort_quant import ACTIVATIONS, INSTALL, import_ort
-from .common import db, fmt, pct, print_rows
+from .common import db, fmt, pct, print_rows, say, terminal_safe
 
 RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
 
@@ -120,6 +120,28 @@ def _batches(args: argparse.Namespace) -> tuple[Callable[[], Iterator[dict[str, 
     return lambda: (file_feed(p, specs, source.images).arrays for p in files), labels
 
 
+def searched_table(args: argparse.Namespace, cal: Calibrator, method: str, params: dict[str, Any]) -> Any:
+    """``calibrate --search N``: per group of tensors, the method the model's output error prefers."""
+    from ..model.ort_search import search_table, searched_entry_methods
+    from ..sources import OnnxRuntimeSource
+    from ..sources.model_inputs import file_feed, input_files
+
+    if args.model is None or args.runtime == "litert" or Path(args.model).suffix.lower() == ".tflite":
+        raise InputError("--search runs the ONNX model in ONNX Runtime: it needs --model M.onnx with --inputs DIR")
+    if params:
+        raise InputError("--search compares methods with their default parameters; expected no -p")
+    methods = list(dict.fromkeys([method, *[m.strip() for m in args.search_methods.split(",") if m.strip()]]))
+    source = OnnxRuntimeSource(model=args.model, inputs=args.model_inputs[0])
+    specs = source.load()
+    feeds = [file_feed(p, specs, source.images).arrays for d in args.model_inputs for p in input_files(d)]
+    table, steps = search_table(args.model, cal, feeds, methods=methods, groups=args.search, scheme=args.scheme)
+    chosen = ", ".join(f"{m} {n}" for m, n in searched_entry_methods(table).items())
+    last = steps[-1].sqnr_db if steps else {}
+    print(f"searched {len(steps)} groups of tensors over {', '.join(methods)} on {len(feeds)} input files: "
+          f"{chosen} tensors; output SQNR {max(last.values(), default=float('nan')):.1f} dB on those inputs")
+    return table
+
+
 def _data_labels(arrays: dict[str, np.ndarray], args: argparse.Namespace) -> Any:
     if args.labels is None:
         return None
@@ -161,16 +183,16 @@ def cmd_check_onnxruntime(args: argparse.Namespace) -> int:
               f"({change:+.2f} points)")
     for o in report.outputs:
         agreement = "-" if o.top1_agreement is None else pct(o.top1_agreement)
-        print(f"output {o.name}: top-1 agreement float vs int8 {agreement}, SQNR {db(o.sqnr_db)}")
+        say(f"output {o.name}: top-1 agreement float vs int8 {agreement}, SQNR {db(o.sqnr_db)}")
     print()
     rows = [("tensor", "op", "scale", "zp", "SQNR", "own SQNR")]
     for t in report.tensors:
         rows.append((t.name, t.op, fmt(t.scale), str(t.zero_point), db(t.sqnr_db), db(t.own_sqnr_db)))
     print_rows(rows)
-    print("\nworst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst()))
+    print("\n" + terminal_safe("worst: " + ", ".join(f"{t.name} ({db(t.sqnr_db)})" for t in report.worst())))
     culprit = report.culprit()
     if culprit is not None:
-        print(f"range costing the most on its own: {culprit.name} (own SQNR {db(culprit.own_sqnr_db)})")
+        say(f"range costing the most on its own: {culprit.name} (own SQNR {db(culprit.own_sqnr_db)})")
     return 0
 
 

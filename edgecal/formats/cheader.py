@@ -104,6 +104,7 @@ def _check(table: CalibrationTable, prefix: object) -> None:
             raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; C headers hold symmetric or tflite int8")
         if "\0" in entry.name:
             raise InputError(f"tensor {entry.name!r}: name contains NUL, which a C string cannot hold")
+        ecal.check_float32(entry)
 
 
 def _preamble(table: CalibrationTable, prefix: str) -> list[str]:
@@ -140,7 +141,7 @@ def write_c(table: CalibrationTable, *, prefix: str = "edgecal") -> bytes:
     ------
     InputError
         If ``prefix`` is not a C identifier, the table is empty, an entry is not
-        symmetric or tflite int8, a name contains NUL, a scale is 0 or infinite in float32, or
+        symmetric or tflite int8, a name contains NUL, a scale or amax is not a normal float32, or
         the table does not fit ``.ecal`` (whose CRC-32 the header carries).
     """
     _check(table, prefix)
@@ -168,6 +169,6 @@ register_format(
         suffixes=(".h",),
         write=write_c,
         description="C99 header: scales, zero points, Q31 multipliers and shifts (write-only)",
-        options=("prefix",),
+        options={"prefix": str},
     )
 )

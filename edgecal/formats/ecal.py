@@ -78,7 +78,8 @@ skip bump the version.
 
 Limits: names of at most 255 UTF-8 bytes, entries of at most 65535 bytes (so the
 params of one tensor stay under about 65 kB), ``params`` made of JSON values, and
-a scale that is finite and non-zero in float32.
+a scale and an amax that are normal float32 values (`check_float32`; the same limit
+as every other float32 format).
 
 >>> from edgecal.table import CalibrationTable, TensorCalibration
 >>> t = CalibrationTable([TensorCalibration.symmetric("x", 2.54)], created="2026-01-01T00:00:00Z", edgecal_version="1")
@@ -113,17 +114,36 @@ _CRC = struct.Struct("<I")
 _MAX_ENTRY = 0xFFFF
 
 
+FLOAT32_MIN = 2.0**-126  # the smallest normal float32; below it precision drops (subnormal) down to 0
+FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+
+
 def float32(value: float, what: str, name: str) -> float:
-    """``value`` rounded to float32; `InputError` naming tensor ``name`` if that is 0 or not finite."""
+    """``value`` rounded to float32; `InputError` naming tensor ``name`` unless that is a normal float32.
+
+    0, subnormals (below 2^-126, where a scale keeps few significant bits) and
+    overflow to infinity are refused the same way by every writer.
+    """
     try:
         rounded = struct.unpack("<f", struct.pack("<f", value))[0]
     except OverflowError:
         rounded = math.inf
-    if not (math.isfinite(rounded) and rounded != 0.0):
+    if not (math.isfinite(rounded) and abs(rounded) >= FLOAT32_MIN):
         raise InputError(
-            f"tensor {name!r}: {what} {value!r} is {rounded!r} in float32; expected a finite, non-zero float32"
+            f"tensor {name!r}: {what} {value!r} is {rounded!r} in float32; expected a normal float32 "
+            f"(magnitude {FLOAT32_MIN:.4g} to {FLOAT32_MAX:.4g})"
         )
     return rounded
+
+
+def check_float32(entry: TensorCalibration) -> None:
+    """`InputError` unless ``entry``'s scale and amax are both normal float32 values.
+
+    Every writer of a float32 format (ecal, trt, ncnn, ort, c) calls this, so a table
+    that one of them refuses is refused by all of them; JSON keeps float64 and takes any.
+    """
+    float32(entry.scale, "scale", entry.name)
+    float32(entry.amax, "amax", entry.name)
 
 
 def _info_json(entry: TensorCalibration) -> bytes:
@@ -158,6 +178,7 @@ def _encode_entry(entry: TensorCalibration) -> bytes:
     if length > _MAX_ENTRY:
         raise InputError(f"tensor {entry.name!r}: entry is {length} bytes; .ecal entries hold at most {_MAX_ENTRY}")
     scale32 = float32(entry.scale, "scale", entry.name)
+    check_float32(entry)
     code = (DTYPE_CODES[entry.dtype], SCHEME_CODES[entry.scheme], _flag_bits(entry))
     lo, hi = (math.nan if v is None else v for v in (s.min, s.max))
     fixed = _FIXED.pack(length, scale32, entry.zero_point, *code, entry.amax, len(name))

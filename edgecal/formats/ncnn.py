@@ -30,7 +30,7 @@ import logging
 
 from ..errors import InputError
 from ..table import CalibrationTable, TensorCalibration
-from .ecal import float32
+from .ecal import check_float32, float32
 from .registry import Format, register_format
 
 log = logging.getLogger("edgecal")
@@ -52,6 +52,7 @@ def _line(entry: TensorCalibration) -> str:
     if entry.scheme != "symmetric":
         raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; ncnn tables hold symmetric int8 only")
     value = float32(127.0 / entry.amax, "ncnn scale 127/amax", entry.name)
+    check_float32(entry)
     return f"{entry.name} {value:.9g}"
 
 
@@ -68,7 +69,8 @@ def write_ncnn(table: CalibrationTable, *, skip_unsupported: bool = False) -> by
     ------
     InputError
         If a name cannot be written (and ``skip_unsupported`` is false), an entry is not
-        symmetric int8, 127/amax is 0 or infinite in float32, or no tensor is left.
+        symmetric int8, 127/amax, amax or amax/127 is not a normal float32, or no
+        tensor is left.
     """
     lines = []
     for entry in table.values():
@@ -92,6 +94,6 @@ register_format(
         suffixes=(".table",),
         write=write_ncnn,
         description="ncnn int8 table: 127/amax per tensor (write-only)",
-        options=("skip_unsupported",),
+        options={"skip_unsupported": bool},
     )
 )

@@ -48,6 +48,7 @@ import struct
 
 from ..errors import InputError, StateError
 from ..table import CalibrationTable, TensorCalibration
+from .ecal import check_float32
 from .registry import Format, register_format
 
 METHOD = "ort-table"
@@ -68,13 +69,15 @@ def write_ort(table: CalibrationTable) -> bytes:
     Raises
     ------
     InputError
-        If an entry is not symmetric int8.
+        If an entry is not symmetric int8, or its amax or amax/127 is not a normal
+        float32 (`edgecal.formats.ecal.check_float32`).
     """
     pairs = []
     for entry in table.values():
         entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
         if entry.scheme != "symmetric":
             raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; ORT tables hold symmetric int8 only")
+        check_float32(entry)  # the TensorRT EP parses the decimal into a float32
         pairs.append((entry.name.encode(), repr(float(entry.amax)).encode()))
     pairs.sort()
     n = len(pairs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..atomic import atomic_write
 from ..errors import InputError, StateError, UnknownNameError
 from ..regular_file import read_regular
+from ..typed_value import typed_value
 
 if TYPE_CHECKING:
     from ..table import CalibrationTable
@@ -22,6 +23,8 @@ class Format:
     """A table format: ``write(table, **options) -> bytes`` and optionally ``read(bytes) -> table``.
 
     ``sniff(head)`` says whether the first bytes of a file look like this format.
+    ``options`` maps each option the writer takes to its kind (bool, int, float or
+    str); `check_options` converts text such as ``-O skip_unsupported=true`` to it.
     """
 
     name: str
@@ -30,14 +33,15 @@ class Format:
     read: Callable[[bytes], CalibrationTable] | None = None
     sniff: Callable[[bytes], bool] | None = None
     description: str = ""
-    options: tuple[str, ...] = ()
+    options: Mapping[str, type] = field(default_factory=dict)
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        """Raise `InputError` for an option this format does not take."""
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` converted to their kinds (see `edgecal.typed_value`); `InputError` for an unknown or bad one."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            accepted = ", ".join(self.options) or "none"
+            accepted = ", ".join(f"{k} ({v.__name__})" for k, v in self.options.items()) or "none"
             raise InputError(f"format {self.name!r} has no option {unknown[0]!r}; accepted: {accepted}")
+        return {k: typed_value(v, self.options[k], f"format {self.name!r} option {k!r}") for k, v in options.items()}
 
 
 _FORMATS: dict[str, Format] = {}
@@ -83,8 +87,7 @@ def detect_format(path: str | os.PathLike[str], head: bytes | None = None) -> Fo
 def save_table(table: CalibrationTable, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:
     """Encode ``table`` and write it atomically; nothing is written if encoding fails."""
     fmt = get_format(format) if format else detect_format(path)
-    fmt.check_options(options)
-    atomic_write(path, fmt.write(table, **options))
+    atomic_write(path, fmt.write(table, **fmt.check_options(options)))
 
 
 def load_table(path: str | os.PathLike[str], format: str | None = None) -> CalibrationTable:

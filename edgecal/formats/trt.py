@@ -26,6 +26,11 @@ Reading is tolerant of what real caches contain:
   ``all_zero``;
 - blank lines and CRLF line ends.
 
+A cache has no checksum: damage that keeps a line's syntax (a changed hex digit,
+a changed letter of a name) reads as another valid table. `disagreements` (the CLI's
+``edgecal show CACHE --against TABLE``) compares a cache with a table or state known
+to be good.
+
 Entries read from a cache have method ``"trt-cache"`` with params ``trt_version``
 and ``algorithm`` from the header; their amax is exactly float32(scale) * 127.
 
@@ -41,7 +46,7 @@ import struct
 
 from ..errors import InputError, StateError
 from ..table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration
-from .ecal import float32
+from .ecal import check_float32, float32
 from .registry import Format, register_format
 
 METHOD = "trt-cache"
@@ -67,8 +72,8 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
     Raises
     ------
     InputError
-        If an option is malformed, an entry is not symmetric int8, or amax / 127 is
-        0 or infinite in float32.
+        If an option is malformed, an entry is not symmetric int8, or amax / 127 or
+        amax is not a normal float32 (`edgecal.formats.ecal.check_float32`).
     """
     if not (_VERSION.fullmatch(str(trt_version)) and _ALGORITHM.fullmatch(str(algorithm))):
         raise InputError(
@@ -80,8 +85,39 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
         entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
         if entry.scheme != "symmetric":
             raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; TensorRT caches hold symmetric int8")
-        lines.append(f"{entry.name}: {scale_hex(entry.amax, entry.name)}")
+        value = scale_hex(entry.amax, entry.name)
+        check_float32(entry)
+        lines.append(f"{entry.name}: {value}")
     return ("\n".join(lines) + "\n").encode()
+
+
+def disagreements(cache: CalibrationTable, reference: CalibrationTable) -> list[tuple[str, str]]:
+    """``(tensor, why)`` for every tensor where ``cache`` and ``reference`` differ as a TensorRT cache holds them.
+
+    A cache has no checksum, so damage to a hex digit reads as another valid table;
+    this compares it with a table or state known to be good (an ``.ecal`` has a
+    CRC-32). Tensors are compared by the float32 bits of amax/127 (what the cache
+    stores; ``tflite`` entries through `TensorCalibration.as_symmetric`), in
+    ``reference`` order, then the tensors only ``cache`` holds.
+
+    >>> good = CalibrationTable([TensorCalibration.symmetric("a", 2.54), TensorCalibration.symmetric("b", 1.0)])
+    >>> disagreements(read_trt(write_trt(good)), good)
+    []
+    >>> disagreements(read_trt(b"TRT-8601-EntropyCalibration2\\na: 3ca3d70b\\n"), good)
+    [('a', 'cache scale 3ca3d70b (amax 2.54), reference 3ca3d70a (amax 2.54)'), ('b', 'missing from the cache')]
+    """
+    out = []
+    for name, ref in reference.items():
+        want = scale_hex(ref.as_symmetric().amax, name)
+        if name not in cache:
+            out.append((name, "missing from the cache"))
+            continue
+        got = scale_hex(cache[name].as_symmetric().amax, name)
+        if got != want:
+            amaxes = cache[name].as_symmetric().amax, ref.as_symmetric().amax
+            out.append((name, f"cache scale {got} (amax {amaxes[0]:.6g}), reference {want} (amax {amaxes[1]:.6g})"))
+    out.extend((name, "in the cache but not in the reference") for name in cache if name not in reference)
+    return out
 
 
 def _parse_line(line: str, number: int, params: dict[str, str]) -> TensorCalibration:
@@ -127,6 +163,6 @@ register_format(
         read=read_trt,
         sniff=lambda head: head.startswith(b"TRT-"),
         description="TensorRT calibration cache: hex float32 bits of amax/127",
-        options=("trt_version", "algorithm"),
+        options={"trt_version": str, "algorithm": str},
     )
 )

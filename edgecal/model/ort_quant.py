@@ -188,6 +188,26 @@ def _quantizer(model: Any, ranges: Mapping[str, tuple[float, float]], activation
     return QDQQuantizer(**_supported(QDQQuantizer.__init__, **kwargs))  # mode/static: ORT < 1.17
 
 
+def _scheme_options(table: Mapping[str, TensorCalibration], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """ORT options that keep a symmetric table's meaning (the caller's own options win).
+
+    ORT removes a Relu or Clip whose output it quantizes asymmetrically, trusting the
+    range to start at 0 so that QuantizeLinear's clamp does the Relu's work. A
+    symmetric entry of a never-negative tensor spans [-amax, amax]: without the Relu,
+    negative values would pass (measured: PP-OCR's classifier fell to 46 % agreement).
+    So tables with symmetric entries keep those activations
+    (``QDQKeepRemovableActivations``), and an all-symmetric table is quantized
+    symmetrically (``ActivationSymmetric``: zero point 0, scale amax / 127, as written).
+    """
+    options = dict(extra or {})
+    schemes = {e.scheme for e in table.values()}
+    if "symmetric" in schemes:
+        options.setdefault("QDQKeepRemovableActivations", True)
+        if schemes == {"symmetric"}:
+            options.setdefault("ActivationSymmetric", True)
+    return options
+
+
 def quantize_onnx(model_path: str | os.PathLike[str], out_path: str | os.PathLike[str],
                   table: Mapping[str, TensorCalibration], activations: str = "s8", per_channel: bool = True,
                   missing: str = "error", extra_options: Mapping[str, Any] | None = None) -> QuantizeSummary:
@@ -227,7 +247,8 @@ def quantize_onnx(model_path: str | os.PathLike[str], out_path: str | os.PathLik
     excluded = _excluded_nodes(model, absent)
     ranges = {name: known[name] for name in wanted if name in known}
     try:
-        quantizer = _quantizer(model, ranges, activations, per_channel, excluded, ops, extra_options or {})
+        options = _scheme_options(table, extra_options)
+        quantizer = _quantizer(model, ranges, activations, per_channel, excluded, ops, options)
         quantizer.quantize_model()
         data = quantizer.model.model.SerializeToString()
     except Exception as err:  # ORT's quantizer raises ValueError, KeyError, AssertionError ...
