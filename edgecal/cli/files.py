@@ -63,9 +63,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress.done()
     if args.state:
         cal.save_state(args.state)
-    if args.search:
+    if _search_groups(args, params):
         from .onnx import searched_table
 
+        args.search = _search_groups(args, params)
         table = searched_table(args, cal, method.name, params)
     else:
         table = cal.compute(method.name, scheme=args.scheme, **params)
@@ -75,6 +76,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"calibrated {len(table)} tensors from {used} files{note} with {method.name}{via} -> {args.out} "
           f"({out_format.name})")
     return 0
+
+
+DEFAULT_SEARCH_GROUPS = 8
+
+
+def _search_groups(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """``--search`` as given, or by default 8 groups for an ONNX model when ONNX Runtime is there (0: no search)."""
+    if args.search is not None:
+        return int(args.search)
+    if args.model is None or Path(args.model).suffix.lower() != ".onnx" or params or args.runtime == "litert":
+        return 0
+    import importlib.util
+
+    return DEFAULT_SEARCH_GROUPS if importlib.util.find_spec("onnxruntime") is not None else 0
 
 
 def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path], str | None]:
@@ -222,10 +237,11 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
-    c.add_argument("--search", type=int, default=0, metavar="GROUPS",
+    c.add_argument("--search", type=int, default=None, metavar="GROUPS",
                    help="with --model and ONNX Runtime: split the tensors into GROUPS runs in graph order and keep, "
                         "per run, the method (-m, then --search-methods) whose int8 model has the best output SQNR "
-                        "on the --inputs files")
+                        f"on the --inputs files (default {DEFAULT_SEARCH_GROUPS} for an .onnx model when ONNX Runtime "
+                        "is installed and no -p is given; 0 turns it off)")
     c.add_argument("--search-methods", default="percentile", metavar="M,M",
                    help="methods the search tries after -m (default percentile)")
     c.set_defaults(func=cmd_calibrate)

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError
+from ..reference.geometry import Window
 from .graph import Graph, Node
 from .shapes import flatten_shape, plan, reshape_shape, window
 
