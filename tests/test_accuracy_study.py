@@ -36,7 +36,8 @@ def test_the_quick_study_measures_every_model_beside_the_peers(study):
     assert set(results) == {"machine", "det", "rec", "cls"} and "ONNX Runtime" in results.pop("machine")
     for name, task in results.items():
         rows = {r["method"]: r for r in task["rows"]}
-        assert {f"edgecal {DEFAULT_METHOD}", "edgecal kl", "edgecal minmax", "ORT MinMax", "ORT Percentile"} <= set(rows)
+        assert {f"edgecal {DEFAULT_METHOD}", "edgecal kl", "edgecal minmax", "ORT MinMax", "ORT Percentile",
+                "edgecal search mse/percentile on the model"} <= set(rows)
         for row in rows.values():
             assert set(row["metric"]) == {"s8", "u8"} and all(0.0 <= v <= 1.0 for v in row["metric"].values())
             assert row["seconds"] > 0 and row["rss_mib"] == row["rss_mib"]  # measured, not NaN
