@@ -261,13 +261,14 @@ def test_check_refuses_unreadable_models_and_labels_without_classes(model, tmp_p
     g = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "odd.onnx"))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "odd.onnx"))
     with pytest.raises(InputError, match="odd.onnx: ONNX Runtime cannot load the model"):
         check_onnx(tmp_path / "odd.onnx", tmp_path / "odd.onnx", [{"x": data[0]}])
     g = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "sum.onnx"))
+    # IR version 8: the oldest ONNX Runtime edgecal supports on Python 3.10 (1.23) reads up to IR 11
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "sum.onnx"))
     with pytest.raises(InputError, match="labels given, but no output has class scores over a last axis; outputs: y"):
         check_onnx(tmp_path / "sum.onnx", tmp_path / "sum.onnx", [{"x": data[0]}], labels=np.zeros(1, int))
     with pytest.raises(InputError, match=r"batch 0, output 'y': int8 shape \(\) differs from float shape \(16, 5\)"):
@@ -289,7 +290,7 @@ def test_a_symmetric_table_keeps_the_relu_it_cannot_clamp(tmp_path):
              helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "G"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "relunet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, g])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])  # ir_version set below
     model.ir_version = 8
     path = tmp_path / "relu.onnx"
     onnx.save(model, str(path))
