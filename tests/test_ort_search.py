@@ -118,3 +118,23 @@ def test_search_without_an_onnx_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--search runs the ONNX model in ONNX Runtime" in err[0]
     assert not (tmp_path / "t.json").exists()
+
+
+def test_calibrate_with_an_onnx_model_searches_by_default_and_search_0_turns_it_off(tmp_path, capsys):
+    from edgecal import CalibrationTable
+    from edgecal.cli import main
+
+    model = build_model(tmp_path / "m.onnx")
+    (tmp_path / "in").mkdir()
+    for i, x in enumerate(batches(2)):
+        np.save(tmp_path / "in" / f"b{i}.npy", x)
+    searched, plain = tmp_path / "s.json", tmp_path / "p.json"
+    base = ["calibrate", "--model", str(model), "--inputs", str(tmp_path / "in"), "--scheme", "tflite", "-q"]
+    assert main([*base, "-o", str(searched)]) == 0
+    assert "searched 5 groups of tensors over mse, percentile on 2 input files" in capsys.readouterr().out  # 8 asked, 5 tensors
+    assert main([*base, "--search", "0", "-o", str(plain)]) == 0
+    assert "searched" not in capsys.readouterr().out
+    assert {e.method for e in CalibrationTable.load(plain).values()} == {"mse"}
+    assert {e.method for e in CalibrationTable.load(searched).values()} <= {"mse", "percentile"}
+    assert main([*base, "-p", "candidates=64", "-o", str(plain)]) == 0  # parameters given: the method alone
+    assert "searched" not in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibrator import DEFAULT_BINS, Calibrator
+from ..model.graph import MissingExtraError
 from ..errors import InputError
 from ..formats import detect_format, get_format, load_table
 from ..formats.trt import disagreements
@@ -22,6 +24,9 @@ from ..table import SCHEMES, CalibrationTable
 from .common import (Progress, Terminated, fmt, key_values, mb, method_params, on_sigterm, open_state, output_spec,
                      print_rows, say)
 from .onnx import RUNTIMES
+
+
+log = logging.getLogger("edgecal")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -63,12 +68,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress.done()
     if args.state:
         cal.save_state(args.state)
-    if _search_groups(args, params):
-        from .onnx import searched_table
-
-        args.search = _search_groups(args, params)
-        table = searched_table(args, cal, method.name, params)
-    else:
+    table = _searched(args, cal, method.name) if _search_groups(args) else None
+    if table is None:
         table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
     note = f", {skipped} already in {args.state}" if skipped else ""
@@ -81,11 +82,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 DEFAULT_SEARCH_GROUPS = 8
 
 
-def _search_groups(args: argparse.Namespace, params: dict[str, Any]) -> int:
+def _searched(args: argparse.Namespace, cal: Calibrator, method: str) -> CalibrationTable | None:
+    """The model-searched table; None when a search nobody asked for cannot run (then the plain table is used)."""
+    from .onnx import searched_table
+
+    explicit = args.search is not None
+    args.search = _search_groups(args)
+    try:
+        return searched_table(args, cal, method)
+    except (InputError, MissingExtraError) as err:
+        if explicit:
+            raise
+        log.warning("no model search (%s); the table is %s's alone", err, method)
+        return None
+
+
+def _search_groups(args: argparse.Namespace) -> int:
     """``--search`` as given, or by default 8 groups for an ONNX model when ONNX Runtime is there (0: no search)."""
     if args.search is not None:
         return int(args.search)
-    if args.model is None or Path(args.model).suffix.lower() != ".onnx" or params or args.runtime == "litert":
+    if args.model is None or Path(args.model).suffix.lower() != ".onnx" or args.param or args.runtime == "litert":
         return 0
     import importlib.util
 

@@ -120,7 +120,7 @@ def _batches(args: argparse.Namespace) -> tuple[Callable[[], Iterator[dict[str, 
     return lambda: (file_feed(p, specs, source.images).arrays for p in files), labels
 
 
-def searched_table(args: argparse.Namespace, cal: Calibrator, method: str, params: dict[str, Any]) -> Any:
+def searched_table(args: argparse.Namespace, cal: Calibrator, method: str) -> Any:
     """``calibrate --search N``: per group of tensors, the method the model's output error prefers."""
     from ..model.ort_search import search_table, searched_entry_methods
     from ..sources import OnnxRuntimeSource
@@ -128,7 +128,7 @@ def searched_table(args: argparse.Namespace, cal: Calibrator, method: str, param
 
     if args.model is None or args.runtime == "litert" or Path(args.model).suffix.lower() == ".tflite":
         raise InputError("--search runs the ONNX model in ONNX Runtime: it needs --model M.onnx with --inputs DIR")
-    if params:
+    if args.param:
         raise InputError("--search compares methods with their default parameters; expected no -p")
     methods = list(dict.fromkeys([method, *[m.strip() for m in args.search_methods.split(",") if m.strip()]]))
     source = OnnxRuntimeSource(model=args.model, inputs=args.model_inputs[0])
