@@ -178,3 +178,21 @@ def test_no_method_clips_more_than_one_percent_unflagged_over_sizes_and_shapes()
     assert any(r["clipped"] > 0.5 and r["flagged"] for r in kl_bimodal)  # the recipe's failure is caught, not hidden
     default = [r for r in rows if r["method"] == DEFAULT_METHOD]
     assert max(r["clipped"] for r in default) <= 0.02
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_auto_picks_the_method_whose_grid_the_naive_twin_scores_lowest(sample):
+    h = hist_of(SAMPLES[sample](np.random.default_rng(11)))
+    (pos, _, ptop), (neg, _, ntop), w = sides(h)
+    names = ["minmax", "percentile", "kl", "mse"]
+    sym = {m: get_method(m)(h) for m in names}
+    naive_sym = {m: naive.symmetric_mse_error(pos, ptop, neg, ntop, a / w) for m, a in sym.items()}
+    assert get_method("auto")(h) == sym[min(names, key=lambda m: (naive_sym[m], names.index(m)))]
+    naive_asym = {}
+    for m in names:
+        lo, hi = get_method(m).fit_range(h)
+        scale = (hi - lo) / 255
+        m_neg = int(min(max(round(-lo / scale), 0), 255))
+        naive_asym[m] = (naive.asymmetric_mse_error(pos, ptop, neg, ntop, scale / w, 255 - m_neg), (lo, hi))
+    best = min(names, key=lambda m: (naive_asym[m][0], names.index(m)))
+    assert get_method("auto").fit_range(h) == pytest.approx(naive_asym[best][1], rel=1e-12)

@@ -52,15 +52,16 @@ def _sides(hist: StreamingHistogram):
 
 
 def _error_levels(sd, s: float, levels: int) -> float:
+    """Error of one sign (bin units) on the grid 0, s, .., levels * s; a sign with no values costs nothing."""
     counts, pre, top = sd
-    if not counts.size:
-        return 0.0
-    return float(symmetric_error(counts, pre, top, s, levels, 1.0)) if s > 0 else float(np.sum(pre[2, -1:]))
+    return float(symmetric_error(counts, pre, top, s, levels, 1.0)) if counts.size else 0.0
 
 
 def symmetric_grid_error(hist: StreamingHistogram, amax: float) -> float:
     """Expected squared error (bin units) of the symmetric grid with threshold ``amax``."""
     pos, neg, w = _sides(hist)
+    if not amax > 0:
+        return np.inf
     s = amax / 127.0 / w
     return _error_levels(pos, s, 127) + _error_levels(neg, s, 127)
 
@@ -86,7 +87,7 @@ def pick(hist: StreamingHistogram, methods: str = "", asymmetric: bool = False):
             found = (name, (lo, hi), err)
         else:
             amax = m(hist)
-            found = (name, amax, symmetric_grid_error(hist, amax) if amax > 0 else np.inf)
+            found = (name, amax, symmetric_grid_error(hist, amax))
         if best is None or found[2] < best[2]:
             best = found
     return best
