@@ -258,7 +258,7 @@ class Calibrator:
             flags.append("fallback")
             hi = lo + least
         return TensorCalibration.asymmetric(name, lo, hi, method=method.name, params=params,
-                                            flags=tuple(dict.fromkeys(flags)))
+                                            flags=tuple(flags))
 
     def _check_clipping(self, h: StreamingHistogram, entry: TensorCalibration, stats: TensorStats) -> TensorCalibration:
         lo, hi = entry.range

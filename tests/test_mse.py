@@ -8,7 +8,7 @@ import pytest
 import naive
 from edgecal import Calibrator, InputError, StreamingHistogram
 from edgecal.methods import DEFAULT_METHOD, get_method
-from edgecal.methods.grid import side, side_errors
+from edgecal.methods.grid import hist_sides, side, side_errors
 from edgecal.methods.mse import _asymmetric_search, mse, mse_range
 
 
@@ -18,11 +18,7 @@ def hist_of(x, bins=256) -> StreamingHistogram:
     return h
 
 
-def sides(h: StreamingHistogram):
-    w = h.bin_width
-    pos = side(h.positive_counts(), max(h.max, 0.0), w)
-    neg = side(h.negative_counts(), max(-h.min, 0.0), w)
-    return pos, neg, w
+sides = hist_sides
 
 
 SAMPLES = {

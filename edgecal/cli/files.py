@@ -68,7 +68,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress.done()
     if args.state:
         cal.save_state(args.state)
-    table = _searched(args, cal, method.name) if _search_groups(args) else None
+    groups = _search_groups(args)
+    table = _searched(args, cal, method.name, groups) if groups else None
     if table is None:
         table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
@@ -82,16 +83,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 DEFAULT_SEARCH_GROUPS = 8
 
 
-def _searched(args: argparse.Namespace, cal: Calibrator, method: str) -> CalibrationTable | None:
+def _searched(args: argparse.Namespace, cal: Calibrator, method: str, groups: int) -> CalibrationTable | None:
     """The model-searched table; None when a search nobody asked for cannot run (then the plain table is used)."""
     from .onnx import searched_table
 
-    explicit = args.search is not None
-    args.search = _search_groups(args)
     try:
-        return searched_table(args, cal, method)
+        return searched_table(args, cal, method, groups)
     except (InputError, MissingExtraError) as err:
-        if explicit:
+        if args.search is not None:  # asked for: its failure is the command's
             raise
         log.warning("no model search (%s); the table is %s's alone", err, method)
         return None

@@ -120,7 +120,7 @@ def _batches(args: argparse.Namespace) -> tuple[Callable[[], Iterator[dict[str, 
     return lambda: (file_feed(p, specs, source.images).arrays for p in files), labels
 
 
-def searched_table(args: argparse.Namespace, cal: Calibrator, method: str) -> Any:
+def searched_table(args: argparse.Namespace, cal: Calibrator, method: str, groups: int) -> Any:
     """``calibrate --search N``: per group of tensors, the method the model's output error prefers."""
     from ..model.ort_search import search_table, searched_entry_methods
     from ..sources import OnnxRuntimeSource
@@ -134,7 +134,7 @@ def searched_table(args: argparse.Namespace, cal: Calibrator, method: str) -> An
     source = OnnxRuntimeSource(model=args.model, inputs=args.model_inputs[0])
     specs = source.load()
     feeds = [file_feed(p, specs, source.images).arrays for d in args.model_inputs for p in input_files(d)]
-    table, steps = search_table(args.model, cal, feeds, methods=methods, groups=args.search, scheme=args.scheme)
+    table, steps = search_table(args.model, cal, feeds, methods=methods, groups=groups, scheme=args.scheme)
     chosen = ", ".join(f"{m} {n}" for m, n in searched_entry_methods(table).items())
     last = steps[-1].sqnr_db if steps else {}
     print(f"searched {len(steps)} groups of tensors over {', '.join(methods)} on {len(feeds)} input files: "

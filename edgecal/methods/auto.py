@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..histogram import StreamingHistogram
-from .grid import side, symmetric_error
+from .grid import hist_sides, symmetric_error
 from .registry import get_method, method_names, register
 
 _SELF = "auto"
@@ -45,12 +45,6 @@ def _candidates(methods: str) -> list[str]:
     return names
 
 
-def _sides(hist: StreamingHistogram):
-    w = hist.bin_width
-    return (side(hist.positive_counts(), max(hist.max or 0.0, 0.0), w),
-            side(hist.negative_counts(), max(-(hist.min or 0.0), 0.0), w), w)
-
-
 def _error_levels(sd, s: float, levels: int) -> float:
     """Error of one sign (bin units) on the grid 0, s, .., levels * s; a sign with no values costs nothing."""
     counts, pre, top = sd
@@ -59,7 +53,7 @@ def _error_levels(sd, s: float, levels: int) -> float:
 
 def symmetric_grid_error(hist: StreamingHistogram, amax: float) -> float:
     """Expected squared error (bin units) of the symmetric grid with threshold ``amax``."""
-    pos, neg, w = _sides(hist)
+    pos, neg, w = hist_sides(hist)
     if not amax > 0:
         return np.inf
     s = amax / 127.0 / w
@@ -68,7 +62,7 @@ def symmetric_grid_error(hist: StreamingHistogram, amax: float) -> float:
 
 def asymmetric_grid_error(hist: StreamingHistogram, lo: float, hi: float) -> float:
     """Expected squared error (bin units) of the asymmetric grid a table builds from ``[lo, hi]``."""
-    pos, neg, w = _sides(hist)
+    pos, neg, w = hist_sides(hist)
     scale = (hi - lo) / 255.0
     if not scale > 0:
         return np.inf

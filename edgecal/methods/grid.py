@@ -113,6 +113,13 @@ def best_split(pos, ppre, ptop, neg, npre, ntop, s, steps, clip_weight, epos, en
     return best, best_m
 
 
+def hist_sides(hist) -> tuple[tuple[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, float], float]:
+    """(positive side, negative side, bin width) of a `StreamingHistogram`, each side as `side` gives it."""
+    w = hist.bin_width
+    return (side(hist.positive_counts(), max(hist.max or 0.0, 0.0), w),
+            side(hist.negative_counts(), max(-(hist.min or 0.0), 0.0), w), w)
+
+
 def side(counts: np.ndarray, extreme: float, width: float) -> tuple[np.ndarray, np.ndarray, float]:
     """(counts, prefix moments, top) of one sign, in bin units; ``extreme`` is that sign's max |x|."""
     c = np.ascontiguousarray(counts, dtype=np.float64)

@@ -38,7 +38,7 @@ import numpy as np
 from .._jit import kernel
 from ..errors import InputError
 from ..histogram import StreamingHistogram
-from .grid import best_split, side, symmetric_error
+from .grid import best_split, hist_sides, symmetric_error
 from .registry import register
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -109,13 +109,6 @@ def _asymmetric_search(pos, ppre, ptop, neg, npre, ntop, steps, candidates, cw):
     return best_s, best_m, best
 
 
-def _sides(hist: StreamingHistogram):
-    w = hist.bin_width
-    pos = side(hist.positive_counts(), max(hist.max or 0.0, 0.0), w)
-    neg = side(hist.negative_counts(), max(-(hist.min or 0.0), 0.0), w)
-    return pos, neg, w
-
-
 def _check_candidates(candidates: object) -> int:
     if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or not 1 <= candidates <= 1 << 16:
         raise InputError(f"candidates must be an integer in [1, 65536], found {candidates!r}")
@@ -124,7 +117,7 @@ def _check_candidates(candidates: object) -> int:
 
 def mse_range(hist: StreamingHistogram, candidates: int = 512, clip_weight: float = 1.0) -> tuple[float, float]:
     """(lo, hi) of the asymmetric int8 grid (255 steps, integer zero point) with the least squared error."""
-    (pos, neg, w), k = _sides(hist), _check_candidates(candidates)
+    (pos, neg, w), k = hist_sides(hist), _check_candidates(candidates)
     if not pos[0].size and not neg[0].size:
         return 0.0, 0.0
     s, m_pos, _ = _asymmetric_search(*pos, *neg, 255, k, float(clip_weight))
@@ -133,7 +126,7 @@ def mse_range(hist: StreamingHistogram, candidates: int = 512, clip_weight: floa
 
 def mse(hist: StreamingHistogram, candidates: int = 512, clip_weight: float = 1.0) -> float:
     """Minimise the expected squared int8 error (exact for the histogram's piecewise-uniform density)."""
-    (pos, neg, w), k = _sides(hist), _check_candidates(candidates)
+    (pos, neg, w), k = hist_sides(hist), _check_candidates(candidates)
     if not pos[0].size and not neg[0].size:
         return 0.0
     t, _ = _symmetric_search(*pos, *neg, 127, k, float(clip_weight))

@@ -27,6 +27,7 @@ import numpy as np
 from ..calibrator import Calibrator
 from ..errors import InputError
 from ..table import CalibrationTable
+from .check import sqnr_from_sums
 from .ort_quant import import_ort, quantize_onnx
 
 log = logging.getLogger("edgecal")
@@ -77,7 +78,7 @@ class _Scorer:
                 r64 = np.asarray(r, dtype=np.float64)
                 signal += float(np.sum(r64 * r64))
                 err += float(np.sum((r64 - np.asarray(q, dtype=np.float64)) ** 2))
-        return math.inf if err == 0 else 10.0 * math.log10(max(signal, 1e-300) / err)
+        return sqnr_from_sums(signal, err)
 
 
 def search_table(model_path: str | os.PathLike[str], cal: Calibrator, feeds: Sequence[Mapping[str, np.ndarray]],
