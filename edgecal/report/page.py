@@ -1,8 +1,9 @@
 """The report's HTML page: self-contained, every image a PNG beside it referenced by a relative name.
 
 The page loads nothing from the network (a Content-Security-Policy forbids it); its
-one inline script marks ``<body data-images="N/M">`` once the page has loaded, N of
-its M images having decoded, so a headless browser can tell that every picture shows.
+one inline script marks ``<body data-images="N/M" data-remote="K">`` once the page
+has loaded: N of its M images decoded, K resources fetched from anywhere but local
+files, so a headless browser can tell that every picture shows and nothing was fetched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ section{margin:2em 0;border-top:2px solid #888}img{max-width:100%;height:auto}.f
 SCRIPT = """window.addEventListener("load", function () {
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var remote = performance.getEntriesByType("resource").filter(function (r) {
+    return !/^(file|data):/.test(r.name);
+  }).length;
   document.body.setAttribute("data-images", ok + "/" + imgs.length);
+  document.body.setAttribute("data-remote", String(remote));
 });"""
 
 

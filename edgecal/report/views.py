@@ -14,6 +14,7 @@ clipped share and expected SQNR; a table alone gives its own entries and stats o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from ..methods.auto import asymmetric_grid_error, symmetric_grid_error
 from ..methods.grid import hist_sides
 from ..model.check import sqnr_from_sums
 from ..table import CalibrationTable, TensorCalibration, TensorStats
+
+log = logging.getLogger("edgecal")
 
 DISPLAY_BINS = 512  # bars per sign drawn; finer histograms are summed into this many
 
@@ -140,7 +143,27 @@ def table_views(table: CalibrationTable) -> list[TensorView]:
     return [TensorView(e.name, e.stats, (MethodMark(e.method, e),)) for e in table.values()]
 
 
+class _Once(logging.Filter):
+    """Lets each distinct message through once (a tensor's non-finite values are the same for every method)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
+
+
 def state_tables(cal: Calibrator, methods: Sequence[str] | None = None,
                  scheme: str = "symmetric") -> dict[str, CalibrationTable]:
     """The table of every listed method (default: every registered one) computed from ``cal``."""
-    return {m: cal.compute(m, scheme=scheme) for m in method_list(methods)}
+    names = method_list(methods)
+    once = _Once()
+    log.addFilter(once)
+    try:
+        return {m: cal.compute(m, scheme=scheme) for m in names}
+    finally:
+        log.removeFilter(once)
