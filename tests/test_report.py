@@ -363,7 +363,6 @@ def test_without_matplotlib_the_error_names_the_extra_and_its_install_command(st
     _nothing_written(tmp_path, tmp_path / "r")
 
 
-@pytest.mark.slow
 def test_accuracy_check_is_what_edgecal_check_reports(tmp_path, capsys):
     pytest.importorskip("onnx", reason="the accuracy check reads ONNX models: pip install -e '.[onnx]'")
     from edgecal.model import load_graph
