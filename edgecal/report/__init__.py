@@ -13,5 +13,15 @@ from .plots import HEIGHT, WIDTH
 from .views import TensorView, expected_sqnr_db, state_tables, state_views, table_views
 from .write import write_report
 
-__all__ = ["Accuracy", "HEIGHT", "TensorView", "WIDTH", "checker", "expected_sqnr_db", "state_tables", "state_views",
-           "table_views", "write_report"]
+__all__ = [
+           "HEIGHT",
+           "WIDTH",
+           "Accuracy",
+           "TensorView",
+           "checker",
+           "expected_sqnr_db",
+           "state_tables",
+           "state_views",
+           "table_views",
+           "write_report",
+]
