@@ -217,6 +217,28 @@ def test_table_report_shows_its_own_ranges_stats_and_flags(table, tmp_path, caps
         assert png_size(tmp_path / "r" / src) == SIZE
 
 
+@needs_mpl
+def test_a_tensor_without_finite_values_is_shown_without_ranges(tmp_path, capsys):
+    cal = Calibrator(256)
+    cal.observe("ok", np.linspace(-1, 1, 101))
+    cal.observe("broken", np.array([np.nan, np.inf, np.nan]))
+    cal.save_state(tmp_path / "s.ecst")
+    code, _, err = report([tmp_path / "s.ecst"], tmp_path / "r", capsys)
+    assert code == 0, err
+    text = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert page.sections == ["ok", "broken"] and page.methods("broken") == {}
+    assert "3 values in 1 arrays; 0 exact zeros, 2 NaN, 1 +Inf, 0 -Inf" in text and "No finite value" in text
+    assert sorted(page.methods("ok")) == method_names()
+    assert png_size(tmp_path / "r" / page.images[1]) == SIZE
+    only = Calibrator(256)
+    only.observe("broken", np.array([np.nan]))
+    only.save_state(tmp_path / "n.ecst")
+    code, _, err = report([tmp_path / "n.ecst"], tmp_path / "n", capsys)
+    assert code == 2
+    _one_line_error(err, "none of the 1 tensors has a finite value")
+
+
 def test_expected_sqnr_is_the_naive_integral_over_the_density():
     rng = np.random.default_rng(3)
     data = {"signed": rng.normal(0.3, 1.5, size=20000), "relu": np.maximum(rng.laplace(size=20000), 0),

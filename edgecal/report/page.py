@@ -71,8 +71,9 @@ def _mark_row(m: MethodMark, checked: Mapping[str, Accuracy], name: str) -> str:
 
 def _stats(view: TensorView) -> str:
     s = view.stats
+    none = "" if view.marks else " No finite value: no method gives this tensor a range."
     return (f"<p>{s.count} values in {s.samples} arrays; {s.zeros} exact zeros, {s.nans} NaN, {s.posinf} +Inf, "
-            f"{s.neginf} -Inf; min {_num(s.min)}, max {_num(s.max)}</p>")
+            f"{s.neginf} -Inf; min {_num(s.min)}, max {_num(s.max)}.{none}</p>")
 
 
 def _section(index: int, view: TensorView, image: str, checked: Mapping[str, Accuracy]) -> str:

@@ -54,8 +54,7 @@ def _mark_ranges(ax: Any, view: TensorView) -> None:
 def _histogram_axes(ax: Any, view: TensorView) -> None:
     d = view.density
     assert d is not None
-    shown = np.where(d.counts > 0, d.counts, np.nan)
-    ax.stairs(np.nan_to_num(shown, nan=0.0), d.edges, fill=True, color="0.6", baseline=0.5)
+    ax.stairs(d.counts, d.edges, fill=True, color="0.6", baseline=0.5)
     ax.set_yscale("log")
     ax.set_ylim(0.5, max(float(d.counts.max(initial=1.0)), float(d.zeros), 1.0) * 2.0)
     if d.zeros:
@@ -63,7 +62,8 @@ def _histogram_axes(ax: Any, view: TensorView) -> None:
     _mark_ranges(ax, view)
     ax.set_xlabel("value")
     ax.set_ylabel("count per bin (log)")
-    ax.legend(fontsize=8, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper right")
 
 
 def _kl_axes(ax: Any, view: TensorView) -> None:

@@ -133,7 +133,7 @@ def state_views(cal: Calibrator, tables: Mapping[str, CalibrationTable]) -> list
     for name in cal.names():
         h = cal.histogram(name)
         marks = tuple(MethodMark(m, t[name], clipped_share(h, t[name]), expected_sqnr_db(h, t[name]))
-                      for m, t in tables.items())
+                      for m, t in tables.items() if name in t)  # a tensor with no finite value is in none
         views.append(TensorView(name, cal.stats(name), marks, density(h), kl_curve(h)))
     return views
 
@@ -159,11 +159,18 @@ class _Once(logging.Filter):
 
 def state_tables(cal: Calibrator, methods: Sequence[str] | None = None,
                  scheme: str = "symmetric") -> dict[str, CalibrationTable]:
-    """The table of every listed method (default: every registered one) computed from ``cal``."""
+    """The table of every listed method (default: every registered one) computed from ``cal``.
+
+    Tensors without a finite value have no range under any method and are left out
+    of the tables (their views still show their counts); none at all is an error.
+    """
     names = method_list(methods)
+    finite = [n for n in cal.names() if cal.histogram(n).finite]
+    if not finite:
+        raise InputError(f"none of the {len(cal.names())} tensors has a finite value; expected at least one")
     once = _Once()
     log.addFilter(once)
     try:
-        return {m: cal.compute(m, scheme=scheme) for m in names}
+        return {m: cal.compute(m, finite, scheme=scheme) for m in names}
     finally:
         log.removeFilter(once)
