@@ -425,6 +425,33 @@ def test_accuracy_check_is_what_edgecal_check_reports(tmp_path, capsys):
                             f"{100 * want['int8_accuracy']:.2f}%")
 
 
+@needs_mpl
+def test_a_model_outside_edgecal_runner_is_checked_in_onnx_runtime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the check of such models needs: pip install -e '.[onnxruntime]'")
+    pytest.importorskip("onnx", reason="the check of such models needs: pip install -e '.[onnxruntime]'")
+    from ort_helpers import TENSORS, batches, build_model, ort_values
+
+    model = build_model(tmp_path / "leaky.onnx")  # LeakyRelu: edgecal's runner refuses it
+    cal = Calibrator(2048)
+    for x in batches(3):
+        cal.observe_many(ort_values(model, x))
+    cal.save_state(tmp_path / "s.ecst")
+    cal.compute("minmax", scheme="tflite").save(tmp_path / "t.json")
+    np.savez(tmp_path / "d.npz", x=np.concatenate(batches(2, seed=9)))
+    args = ["--model", model, "--data", tmp_path / "d.npz"]
+    code, _, err = report([tmp_path / "s.ecst", "--methods", "minmax", "--scheme", "tflite", *args],
+                          tmp_path / "r", capsys)
+    assert code == 0, err
+    text = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert main(["check", "--table", str(tmp_path / "t.json"), "--json", *map(str, args)]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert want["runtime"] == "onnxruntime" and "runtime onnxruntime" in text
+    assert {t["name"] for t in want["tensors"]} == set(TENSORS) == set(page.sections)
+    for t in want["tensors"]:
+        assert page.methods(t["name"])["minmax"]["model SQNR"] == f"{t['sqnr_db']:.4g} dB"
+
+
 # -- in a browser ------------------------------------------------------------------------------------
 def chromium_dom(page: Path, profile: Path) -> str:
     """The DOM of ``page`` after load, as headless Chromium (offline flags, fresh profile) sees it."""
