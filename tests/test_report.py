@@ -356,6 +356,25 @@ def test_bad_arguments_are_one_line_exit_2_and_no_output(state, tmp_path, capsys
 
 
 @needs_mpl
+def test_labels_missing_from_the_data_are_refused_before_the_model_runs(state, tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 3), np.float32))
+    code, _, err = report([state, "--model", tmp_path / "m.onnx", "--data", tmp_path / "d.npz", "--labels", "y"],
+                          tmp_path / "r", capsys)
+    assert code == 2
+    _one_line_error(err, "no array 'y' for --labels", "it holds x")
+    _nothing_written(tmp_path, tmp_path / "r")
+
+
+@needs_mpl
+def test_an_out_path_that_is_a_file_is_refused_and_kept(state, tmp_path, capsys):
+    (tmp_path / "r").write_text("mine")
+    code, _, err = report([state], tmp_path / "r", capsys)
+    assert code == 2
+    _one_line_error(err, "is not a folder")
+    assert (tmp_path / "r").read_text() == "mine"
+
+
+@needs_mpl
 def test_a_table_refuses_state_options(table, tmp_path, capsys):
     code, _, err = report([table, "--methods", "kl"], tmp_path / "r", capsys)
     assert code == 2

@@ -19,7 +19,7 @@ def _methods(text: str | None) -> list[str] | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import state_tables, state_views, table_views, write_report
+    from ..report import checker, write_report
     from ..report.plots import import_pyplot
     from ..report.write import check_out
 
@@ -27,38 +27,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     check_out(args.out)
     if (args.model is None) != (args.data is None):
         raise InputError("the accuracy check needs both --model M.onnx and --data D.npz; expected both or neither")
+    check = checker(args.model, args.data, args.labels) if args.model else None  # model and data read first
     path = Path(args.input)
-    if _is_state(path):
-        cal = Calibrator.load_state(path)
-        tables = state_tables(cal, _methods(args.methods), args.scheme)
-        views = state_views(cal, tables)
-        source = f"state {path}: {len(views)} tensors, {cal.bins} bins, scheme {args.scheme}"
-    else:
-        if args.methods or args.scheme != "symmetric":
-            raise InputError(f"{path} is a table, its ranges already chosen; --methods and --scheme apply to a "
-                             "state (.ecst), expected neither")
-        table = load_table(path)
-        tables = {"table": table}
-        views = table_views(table)
-        source = f"table {path}: {len(views)} tensors, created {table.created} by edgecal {table.edgecal_version}"
-    checked = _check(args, tables)
+    views, source, checked = _from_state(args, path, check) if _is_state(path) else _from_table(args, path, check)
     page = write_report(args.out, f"edgecal report: {path.name}", source, views, checked)
     say(f"wrote {page} ({len(views)} tensors, {len(views)} images)")
     return 0
 
 
-def _check(args: argparse.Namespace, tables: dict[str, Any]) -> dict[str, Any]:
-    """The accuracy check of every table (keyed by method, or the table's own methods) when --model is given."""
-    if args.model is None:
-        return {}
-    from ..report import checker
+def _from_state(args: argparse.Namespace, path: Path, check: Any) -> tuple[list[Any], str, dict[str, Any]]:
+    """(views, description, accuracy per method) of a state: every listed method's table computed."""
+    from ..report import state_tables, state_views
 
-    check = checker(args.model, args.data, args.labels)
-    if set(tables) == {"table"}:
-        table = tables["table"]
-        once = check(table)  # one table, whichever methods chose its entries
-        return {e.method: once for e in table.values()}
-    return {m: check(t) for m, t in tables.items()}
+    cal = Calibrator.load_state(path)
+    tables = state_tables(cal, _methods(args.methods), args.scheme)
+    checked = {m: check(t) for m, t in tables.items()} if check else {}
+    source = f"state {path}: {len(cal.names())} tensors, {cal.bins} bins, scheme {args.scheme}"
+    return state_views(cal, tables), source, checked
+
+
+def _from_table(args: argparse.Namespace, path: Path, check: Any) -> tuple[list[Any], str, dict[str, Any]]:
+    """(views, description, accuracy keyed by each method the table's entries name) of a table."""
+    from ..report import table_views
+
+    if args.methods or args.scheme != "symmetric":
+        raise InputError(f"{path} is a table, its ranges already chosen; --methods and --scheme apply to a "
+                         "state (.ecst), expected neither")
+    table = load_table(path)
+    once = check(table) if check else None  # one table, whichever methods chose its entries
+    checked = {e.method: once for e in table.values()} if once else {}
+    source = f"table {path}: {len(table)} tensors, created {table.created} by edgecal {table.edgecal_version}"
+    return table_views(table), source, checked
 
 
 def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
