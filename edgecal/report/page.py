@@ -20,6 +20,9 @@ CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'
 STYLE = """body{font:14px/1.4 sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th:first-child,td:first-child{text-align:left}
 section{margin:2em 0;border-top:2px solid #888}img{max-width:100%;height:auto}.flag{color:#a40}"""
+HISTOGRAM = ("Ranges: each method's [lo, hi]; clipped: the share of finite values that may lie more than half a step "
+             "outside it; expected SQNR: the int8 round trip on the histogram's piecewise-uniform density.")
+TABLE = "Ranges: each entry's [lo, hi] against the min and max it records; a table keeps no histogram."
 SCRIPT = """window.addEventListener("load", function () {
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
@@ -125,8 +128,7 @@ def render(title: str, source: str, views: Sequence[TensorView], images: Sequenc
 <title>{_e(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>
 <body>
 <h1>{_e(title)}</h1>
-<p>{_e(source)}. Ranges: each method's [lo, hi]; clipped: the share of finite values that may lie more than
-half a step outside it; expected SQNR: the int8 round trip on the histogram's piecewise-uniform density.</p>
+<p>{_e(source)}. {HISTOGRAM if any(v.density is not None for v in views) else TABLE}</p>
 {_summary(views)}
 {_accuracy(checked)}
 {sections}
