@@ -367,3 +367,41 @@ def pool2d(x, kernel, stride, pads, act, average):
                         v = max(vals)
                     out[b, oy, ox, c] = min(max(v, act[0]), act[1])
     return out.astype(np.int8)
+
+
+# -- edgecal report: expected SQNR of an entry on a histogram's piecewise-uniform density ----------
+def expected_sqnr_db(pos_counts, neg_counts, width, vmin, vmax, scale, zero_point, qmin, qmax) -> float:
+    """10 log10(signal / error) of the int8 round trip, integrated bin by bin over the histogram's density.
+
+    Bin j of a sign holds |x| in [j w, (j+1) w), its count spread evenly over it, except that the last
+    occupied bin of a sign ends at that sign's extreme |x| (a point mass when the extreme is its left
+    edge). A value x becomes q = clamp(round(x / scale) + zero_point, qmin, qmax), then
+    (q - zero_point) * scale. Exact zeros are exact and add nothing.
+    """
+    breaks = (np.arange(qmin, qmax) - zero_point + 0.5) * scale  # where the level changes
+
+    def level(x):
+        q = min(max(math.floor(x / scale + 0.5) + zero_point, qmin), qmax)
+        return (q - zero_point) * scale
+
+    signal = error = 0.0
+    for counts, extreme, sign in ((pos_counts, vmax, 1.0), (neg_counts, -vmin, -1.0)):
+        occupied = [j for j in range(len(counts)) if counts[j] > 0]
+        for j in occupied:
+            a = j * width
+            b = (j + 1) * width if j != occupied[-1] else min(max(extreme, a), (j + 1) * width)
+            c = float(counts[j])
+            if b == a:  # a point mass at the extreme
+                signal += c * a * a
+                error += c * (sign * a - level(sign * a)) ** 2
+                continue
+            xa, xb = sorted((sign * a, sign * b))
+            cuts = [xa, *[float(t) for t in breaks if xa < t < xb], xb]
+            density = c / (xb - xa)
+            signal += density * (xb ** 3 - xa ** 3) / 3.0
+            for u, v in zip(cuts[:-1], cuts[1:]):
+                lv = level((u + v) / 2.0)
+                error += density * ((v - lv) ** 3 - (u - lv) ** 3) / 3.0
+    if error == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal / error)

@@ -144,7 +144,34 @@ def _check_counts(counts: object) -> np.ndarray:
 
 
 def kl_divergences(counts: object, num_levels: int = 128, start_bin: int = 128) -> np.ndarray:
-    """KL of every candidate ``i = start .. n`` (inf where rejected), as `kl_search` sees them."""
+    """KL(P || Q) of every candidate `kl_search` weighs, in order: the curve whose minimum it picks.
+
+    Parameters
+    ----------
+    counts : array_like
+        Non-negative bin counts of |x| from any tool, bin 0 starting at 0.
+    num_levels, start_bin : int
+        As for `kl_search`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one value per candidate number of kept bins ``i = min(start_bin, n) .. n``
+        (``n = len(counts)``), so entry ``k`` is the candidate whose threshold is
+        ``(min(start_bin, n) + k) * bin_width``; ``inf`` where a candidate is rejected
+        (outliers folded into an empty last bin). `kl_search` returns the ``i`` of the
+        last smallest value.
+
+    Keeping 2 bins folds the outliers into the second: P = [5, 5] / 10 against
+    Q = [5, 3] / 8; keeping 4 to 7 ends on an empty bin that would hold them; keeping
+    all 8 folds nothing, Q spreading 9 over the 3 non-empty bins of level 0:
+
+    >>> d = kl_divergences(np.array([5, 3, 1, 0, 0, 0, 0, 1]), num_levels=2, start_bin=2)
+    >>> [round(float(v), 4) for v in d]
+    [0.0323, 0.0585, inf, inf, inf, inf, 0.1456]
+    >>> 2 + int(np.flatnonzero(d == d.min())[-1]) == kl_search([5, 3, 1, 0, 0, 0, 0, 1], 2, 2)
+    True
+    """
     arr = _check_counts(counts)
     levels, start = _check_levels(arr.size, num_levels, start_bin)
     pre = _prefix(arr)
