@@ -18,6 +18,7 @@ from ..formats.trt import disagreements
 from ..arrays import arrays_in, expand_inputs
 from ..atomic import check_writable
 from ..identity import file_identity, legacy_identity
+from ..merge import merge_state_files
 from ..methods import DEFAULT_METHOD, get_method, method_names
 from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
@@ -224,12 +225,10 @@ def _show_state(path: Path, cal: Calibrator) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    states = [Calibrator.load_state(p) for p in args.states]
-    merged = states[0]
-    for other in states[1:]:
-        merged.merge(other)
+    check_writable(args.out)
+    merged = merge_state_files(args.states)  # one state at a time: bounded memory for thousands of inputs
     merged.save_state(args.out)
-    say(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
+    say(f"merged {len(args.states)} states ({len(merged.names())} tensors) -> {args.out}")
     return 0
 
 
