@@ -52,8 +52,8 @@ def import_distributed() -> Any:
 
 
 @contextlib.contextmanager
-def connect(address: str) -> Iterator[Any]:
-    """A ``distributed.Client`` of the scheduler at ``address``, closed on exit.
+def connect(address: str, timeout: float = 10.0) -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler at ``address`` (reached within ``timeout`` s), closed on exit.
 
     ``local`` or ``local:N`` starts a LocalCluster of N single-threaded worker
     processes (default: one per core) for the time of the block.
@@ -62,15 +62,15 @@ def connect(address: str) -> Iterator[Any]:
     kind, colon, count = address.partition(":")
     if kind != "local":
         with _reached(address):
-            client = distributed.Client(address, timeout="10s")
+            client = distributed.Client(address, timeout=timeout)
         with client:
             yield client
         return
     if colon and not (count.isdigit() and int(count) > 0):
         raise InputError(f"--dask {address!r}: expected local, local:N with N >= 1 workers, or a scheduler address")
     workers = int(count) if colon else os.cpu_count() or 1
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0",
+                                  silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
         yield client
 
 
