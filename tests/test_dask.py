@@ -237,15 +237,17 @@ def test_worker_errors_that_do_not_name_the_file_are_given_its_name(tmp_path):
         _shards_task("/some/file.npy", "k", BINS, [("x", b"junk")])
 
 
-def test_build_state_checks_its_arguments_before_any_work(cluster):
+def test_build_state_checks_its_arguments_before_any_work():
+    pytest.importorskip("distributed", reason="needs the dask extra: pip install -e '.[dask]'")
     from edgecal.dask import build_state
 
+    no_client = None  # nothing may be sent
     with pytest.raises(InputError, match="shards must be an integer >= 1, found 0"):
-        build_state(cluster[1], ["x.npy"], shards=0)
+        build_state(no_client, ["x.npy"], shards=0)
     with pytest.raises(InputError, match="no input files; expected at least one"):
-        build_state(cluster[1], [])
+        build_state(no_client, [])
     with pytest.raises(InputError, match="bins must be a power of two"):
-        build_state(cluster[1], ["x.npy"], bins=100)
+        build_state(no_client, ["x.npy"], bins=100)
 
 
 def test_connect_refuses_a_bad_local_count_and_names_an_unreachable_scheduler():
@@ -253,12 +255,12 @@ def test_connect_refuses_a_bad_local_count_and_names_an_unreachable_scheduler():
     from edgecal.dask import connect
 
     for address in ("local:0", "local:two"):
-        with pytest.raises(InputError, match=f"--dask {address!r}: expected local, local:N with N >= 1"):
-            with connect(address):
-                pass
-    with pytest.raises(InputError, match=r"cannot reach a Dask scheduler at 'tcp://127\.0\.0\.1:9'"):
-        with connect("tcp://127.0.0.1:9", timeout=1.0):
+        with pytest.raises(InputError, match=f"--dask {address!r}: expected local, local:N with N >= 1"), \
+                connect(address):
             pass
+    with pytest.raises(InputError, match=r"cannot reach a Dask scheduler at 'tcp://127\.0\.0\.1:9'"), \
+            connect("tcp://127.0.0.1:9", timeout=1.0):
+        pass
 
 
 @pytest.mark.slow
@@ -276,3 +278,13 @@ def test_a_bad_file_on_a_local_cluster_prints_one_line_and_nothing_from_the_work
     out, err = capfd.readouterr()
     assert err == (f"edgecal: error: {bad}[bad.npy]: damaged data (Bad CRC-32 for file 'bad.npy'); expected an "
                    "intact .npy/.npz file\n") and out == ""
+
+
+@pytest.mark.slow
+def test_relative_paths_name_tensors_on_workers_as_on_one_machine(cluster, acts, tmp_path, monkeypatch):
+    """The worker processes run elsewhere (their own folder): numbered files still take their folder's name."""
+    monkeypatch.chdir(acts / "conv1")
+    inputs = ["0000.npy", "0001.npy"]
+    single = _single(tmp_path, inputs, "t.json")
+    assert _on_dask(tmp_path, cluster[0], inputs, "t.json") == single
+    assert Calibrator.from_bytes(single[1]).names() == ["conv1"]
