@@ -98,8 +98,11 @@ def calibrate_files(client: Any, paths: Sequence[str | os.PathLike[str]], method
 
 def build_state(client: Any, files: Sequence[str | os.PathLike[str]], bins: int = DEFAULT_BINS,
                 shards: int = 1) -> Calibrator:
-    """The state of ``files`` (in this order), each file's state built on a worker, all merged there in a tree."""
-    import_distributed()
+    """The state of ``files`` (in this order), each file's state built on a worker, all merged there in a tree.
+
+    ``client`` needs ``submit(fn, *args, pure=False)`` and ``cancel(futures)``, as a
+    ``distributed.Client`` has; futures passed as arguments stand for their results.
+    """
     Calibrator(bins)  # bins checked here, not on a worker
     if type(shards) is not int or shards < 1:
         raise InputError(f"shards must be an integer >= 1, found {shards!r}")

@@ -2,7 +2,8 @@
 
 The cluster tests run on one LocalCluster of two single-threaded worker processes, so
 states really cross a process boundary; the CLI reaches it by its scheduler address.
-The shard and error pieces that run on workers are also tested in-process.
+The shard and error pieces that run on workers are also tested in-process, and the
+task graph (tree order, what crosses the wire) on an inline stand-in for the client.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import naive
 from edgecal import Calibrator
@@ -114,6 +117,65 @@ def test_shard_errors_are_one_line(big):
         state_of_shards([a, b], "k", BINS)
     with pytest.raises(InputError, match="histogram of 256 bins and 0 values; expected 256 bins and at least one"):
         Calibrator(BINS).observe_histogram("x", StreamingHistogram(BINS))
+
+
+# -- the task graph, run in-process ------------------------------------------------------------
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+_WIRE = (bytes, str, int)
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is what edgecal.dask may send or receive: bytes, text, integers, lists and tuples of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _WIRE)
+
+
+class InlineClient:
+    """A stand-in for ``distributed.Client`` that runs each task as it is submitted, checking what would cross the
+    wire (arguments and results) is plain data: the graph edgecal.dask builds, tested without a cluster."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+
+    def submit(self, fn, *args, pure=True):
+        values = [a.result() if isinstance(a, _Done) else a for a in args]
+        assert _plain(values), f"{fn.__name__} would send {values!r}"
+        out = fn(*values)
+        assert _plain(out), f"{fn.__name__} would return {type(out).__name__}"
+        self.tasks.append(fn.__name__)
+        return _Done(out)
+
+    def cancel(self, futures) -> None:
+        pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(-40, 40), st.sampled_from(["a", "b", "ab", "ba"])),
+                     min_size=1, max_size=9),
+       shards=st.integers(1, 5))
+def test_the_tree_of_file_states_is_the_left_fold_of_one_machine(tmp_path_factory, plan, shards):
+    folder = tmp_path_factory.mktemp("plan")
+    files = []
+    for i, (seed, decade, names) in enumerate(plan):
+        rng = np.random.default_rng(seed)
+        arrays = {n: rng.standard_normal(int(rng.integers(1, 30))) * 10.0 ** (decade / 4) for n in names}
+        np.savez(folder / f"f{i}.npz", **arrays)
+        files.append(folder / f"f{i}.npz")
+    from edgecal.dask import build_state
+
+    client = InlineClient()
+    got = build_state(client, files, bins=BINS, shards=shards)
+    assert got.to_bytes() == merge_states(file_state(f, file_identity(f), BINS) for f in files).to_bytes()
+    assert client.tasks.count("_merge_task") == len(files) - 1
+    assert client.tasks.count("_shard_task") == (len(files) * shards if shards > 1 else 0)
 
 
 # -- the CLI without the extra ---------------------------------------------------------------
