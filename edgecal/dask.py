@@ -31,11 +31,11 @@ from .arrays import expand_inputs
 from .calibrator import DEFAULT_BINS, Calibrator
 from .errors import EdgecalError, InputError
 from .file_state import file_state, shard_histograms, state_of_shards
-from .histogram import StreamingHistogram
+from .histogram import StreamingHistogram, check_bins
 from .identity import file_identity
-from .methods import DEFAULT_METHOD
+from .methods import DEFAULT_METHOD, get_method
 from .model.graph import MissingExtraError
-from .table import CalibrationTable
+from .table import SCHEMES, CalibrationTable
 
 __all__ = ["INSTALL", "build_state", "calibrate_files", "connect"]
 
@@ -92,6 +92,9 @@ def calibrate_files(client: Any, paths: Sequence[str | os.PathLike[str]], method
     state bytes, same table. ``shards`` > 1 splits every file into that many runs of
     whole samples, each binned by its own task (for a few large files and many workers).
     """
+    get_method(method).resolve(params)  # a bad method, parameter or scheme is refused before any work
+    if scheme not in SCHEMES:
+        raise InputError(f"unknown scheme {scheme!r}; known schemes: {', '.join(SCHEMES)}")
     state = build_state(client, expand_inputs(list(paths)), bins=bins, shards=shards)
     return state, state.compute(method, scheme=scheme, **params)
 
@@ -103,7 +106,7 @@ def build_state(client: Any, files: Sequence[str | os.PathLike[str]], bins: int 
     ``client`` needs ``submit(fn, *args, pure=False)`` and ``cancel(futures)``, as a
     ``distributed.Client`` has; futures passed as arguments stand for their results.
     """
-    Calibrator(bins)  # bins checked here, not on a worker
+    check_bins(bins)  # here, not on every worker
     if type(shards) is not int or shards < 1:
         raise InputError(f"shards must be an integer >= 1, found {shards!r}")
     if not files:

@@ -22,7 +22,7 @@ from edgecal import Calibrator
 from edgecal import table as table_module
 from edgecal.arrays import arrays_in, expand_inputs
 from edgecal.cli import main
-from edgecal.errors import InputError
+from edgecal.errors import InputError, UnknownNameError
 from edgecal.file_state import file_state, shard_bounds, shard_histograms, state_of_shards
 from edgecal.histogram import StreamingHistogram
 from edgecal.identity import file_identity
@@ -350,3 +350,18 @@ def test_relative_paths_name_tensors_on_workers_as_on_one_machine(cluster, acts,
     single = _single(tmp_path, inputs, "t.json")
     assert _on_dask(tmp_path, cluster[0], inputs, "t.json") == single
     assert Calibrator.from_bytes(single[1]).names() == ["conv1"]
+
+
+def test_calibrate_files_refuses_a_bad_method_parameter_or_scheme_before_any_task(acts):
+    from edgecal.dask import calibrate_files
+
+    client = InlineClient()
+    with pytest.raises(UnknownNameError, match="unknown method 'nope'"):
+        calibrate_files(client, [acts], method="nope")
+    with pytest.raises(InputError, match="percentile"):
+        calibrate_files(client, [acts], method="percentile", percentile=120.0)
+    with pytest.raises(InputError, match="unknown scheme 'wide'; known schemes: "):
+        calibrate_files(client, [acts], scheme="wide")
+    assert client.tasks == []
+    state, table = calibrate_files(client, [acts / "odd.npy"], method="minmax", bins=BINS)
+    assert client.tasks == ["_state_task"] and table["odd"].amax == 3e5 and state.samples("odd") == 1
