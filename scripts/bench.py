@@ -785,54 +785,6 @@ def print_soak(r: dict) -> None:
     print(f"RSS growth from 10% to the end: {r['rss_growth_10pct_to_end_MiB']:+.2f} MiB")
 
 
-# -- main --------------------------------------------------------------------------------
-def run(cfg: dict) -> dict:
-    t0 = time.perf_counter()
-    res: dict = {"machine": machine(), "config": cfg, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                 "ingest": [], "kl": [], "others": []}
-    skipped: dict[str, str] = {}
-    for kind in DISTRIBUTIONS:
-        log(f"generating {fmt_count(cfg['values'])} values: {kind}")
-        x = make_data(kind, cfg["values"])
-        res["ingest"] += bench_ingest(x, kind, cfg)
-        res["kl"] += bench_kl(x, kind, cfg)
-        res["others"] += bench_others(x, kind, cfg, skipped)
-        del x
-    res["skipped"] = skipped
-    res["int8"] = bench_int8(cfg)
-    log("JIT subprocesses")
-    res["jit"] = bench_jit(cfg)
-    log("memory subprocess")
-    res["rss"] = bench_rss(cfg)
-    res["link"] = bench_link_decode(cfg)
-    log("daemon soak")
-    res["soak"] = bench_soak(cfg)
-    log("merge of many states")
-    res["merge"] = bench_merge_many(cfg)
-    res["seconds"] = time.perf_counter() - t0
-    return res
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="reduced sizes for a smoke test (10-20 s)")
-    ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
-    args = ap.parse_args(argv)
-    if getattr(edgecal, "__file__", None) is None:  # a stale editable install resolves to an empty namespace
-        print("edgecal imports as an empty namespace package; reinstall it: .venv/bin/pip install -e .", file=sys.stderr)
-        return 2
-    res = run(QUICK if args.quick else FULL)
-    print_report(res)
-    if args.json:
-        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in res["config"].items()}
-        Path(args.json).write_text(json.dumps({**res, "config": cfg}, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # -- h. merge of many states -------------------------------------------------------------
 MERGE_COUNTS = {"full": (10, 100, 1000, 3000), "quick": (10, 100, 300)}
 MERGE_HELD_MAX = 1000  # the hold-every-state baseline stops here (~0.26 MiB of histograms per state)
@@ -906,3 +858,52 @@ def print_merge_many(rows: list[dict]) -> None:
         s, h = by[(n, "stream")], by.get((n, "held"))
         held = f"{h['growth']:>25.1f}{h['seconds']:>7.2f}" if h else f"{'-':>25}{'-':>7}"
         print(f"{n:>7}{s['growth']:>23.1f}{s['seconds']:>7.2f}{held}")
+
+
+# -- main --------------------------------------------------------------------------------
+def run(cfg: dict) -> dict:
+    t0 = time.perf_counter()
+    res: dict = {"machine": machine(), "config": cfg, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                 "ingest": [], "kl": [], "others": []}
+    skipped: dict[str, str] = {}
+    for kind in DISTRIBUTIONS:
+        log(f"generating {fmt_count(cfg['values'])} values: {kind}")
+        x = make_data(kind, cfg["values"])
+        res["ingest"] += bench_ingest(x, kind, cfg)
+        res["kl"] += bench_kl(x, kind, cfg)
+        res["others"] += bench_others(x, kind, cfg, skipped)
+        del x
+    res["skipped"] = skipped
+    res["int8"] = bench_int8(cfg)
+    log("JIT subprocesses")
+    res["jit"] = bench_jit(cfg)
+    log("memory subprocess")
+    res["rss"] = bench_rss(cfg)
+    res["link"] = bench_link_decode(cfg)
+    log("daemon soak")
+    res["soak"] = bench_soak(cfg)
+    log("merge of many states")
+    res["merge"] = bench_merge_many(cfg)
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced sizes for a smoke test (10-20 s)")
+    ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
+    args = ap.parse_args(argv)
+    if getattr(edgecal, "__file__", None) is None:  # a stale editable install resolves to an empty namespace
+        print("edgecal imports as an empty namespace package; reinstall it: .venv/bin/pip install -e .", file=sys.stderr)
+        return 2
+    res = run(QUICK if args.quick else FULL)
+    print_report(res)
+    if args.json:
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in res["config"].items()}
+        Path(args.json).write_text(json.dumps({**res, "config": cfg}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
