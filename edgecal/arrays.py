@@ -97,21 +97,28 @@ class ArrayFile:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
-    def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-        """The values in file order, native byte order, as 1-D arrays of at most ``chunk_bytes``."""
-        step = max(1, chunk_bytes // self.dtype.itemsize) * self.dtype.itemsize
-        left = self.nbytes
+    def chunks(self, chunk_bytes: int = CHUNK_BYTES, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """The values ``[start, stop)`` (default: all) in file order, native byte order, as 1-D arrays of at most
+        ``chunk_bytes``; a share of the values costs a seek, not a read, in a `.npy` file."""
+        size, values = self.dtype.itemsize, self.nbytes // self.dtype.itemsize
+        stop = values if stop is None else stop
+        if not 0 <= start <= stop <= values:
+            raise InputError(f"{self.where}: values [{start}, {stop}) asked of {values}; expected 0 <= start <= stop")
+        step = max(1, chunk_bytes // size) * size
+        end = stop * size
+        left = end - start * size
         with self.opener() as fh:
             if _read_header(fh, self.where) != self.header:
                 raise InputError(f"{self.where}: header changed since it was checked; expected the same file")
+            _skip(fh, start * size, self.where)
             while left > 0:
                 data = _read(fh, min(step, left), self.where)
                 if len(data) < min(step, left):
-                    raise InputError(f"{self.where}: truncated, found {self.nbytes - left + len(data)} bytes of "
+                    raise InputError(f"{self.where}: truncated, found {end - left + len(data)} bytes of "
                                      f"data, expected {self.nbytes}")
                 left -= len(data)
                 yield np.frombuffer(data, dtype=self.header.dtype).astype(self.dtype, copy=False)
-            if _read(fh, 1, self.where):
+            if stop == values and _read(fh, 1, self.where):
                 raise InputError(f"{self.where}: data continues past the {self.nbytes} bytes its header claims")
 
     def read(self) -> np.ndarray:
@@ -131,6 +138,18 @@ def _read(fh: IO[bytes], n: int, where: str) -> bytes:
         raise
     except _DAMAGE as err:  # CRC, deflate or archive failure
         raise InputError(f"{where}: damaged data ({_why(err)}); expected an intact .npy/.npz file") from err
+
+
+def _skip(fh: IO[bytes], n: int, where: str) -> None:
+    """Move ``n`` bytes forward: a seek in a plain file, a read through a zip member."""
+    if n and getattr(fh, "seekable", lambda: False)():
+        fh.seek(n, os.SEEK_CUR)
+        return
+    while n > 0:
+        data = _read(fh, min(n, CHUNK_BYTES), where)
+        if not data:
+            return  # the read that follows reports the truncation
+        n -= len(data)
 
 
 def expand_inputs(paths: list[str | os.PathLike[str]]) -> list[Path]:

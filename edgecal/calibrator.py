@@ -123,6 +123,14 @@ class Calibrator:
             raise InputError(f"tensor {name!r}: expected a non-empty array, found no values")
         self._register(name, self._hists[name].merge(scratch) if name in self._hists else scratch)
 
+    def observe_histogram(self, name: str, hist: StreamingHistogram) -> None:
+        """Fold one array that was binned elsewhere (e.g. in shares, by several workers) as a single array."""
+        _check_name(name)
+        if hist.bins != self.bins or hist.count == 0:
+            raise InputError(f"tensor {name!r}: histogram of {hist.bins} bins and {hist.count} values; expected "
+                             f"{self.bins} bins and at least one value")
+        self._register(name, self._hists[name].merge(hist) if name in self._hists else hist.copy())
+
     def _register(self, name: str, hist: StreamingHistogram) -> None:
         self._hists[name] = hist
         self._samples[name] = self._samples.get(name, 0) + 1

@@ -26,6 +26,8 @@ f. int8 reference kernels: conv 2D and fully connected MAC/s (edgecal.reference)
    float32 on the same shapes.
 g. serial link: host decode throughput of edgecal.link (COBS, CRC-32, checks, tensor
    reassembly) in MB/s of wire bytes (goal: >= 20 MB/s; 3 Mbaud carries 0.3 MB/s).
+h. merge: peak RSS and time of `edgecal.merge.merge_state_files` over N state files, beside
+   loading every state first and then folding (what `edgecal merge` did before).
 
 Progress goes to stderr; the tables go to stdout.
 """
@@ -495,6 +497,7 @@ def print_report(res: dict) -> None:
     print_int8(res["int8"])
     print_link(res["link"])
     print_soak(res["soak"])
+    print_merge_many(res["merge"])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
 
@@ -782,6 +785,81 @@ def print_soak(r: dict) -> None:
     print(f"RSS growth from 10% to the end: {r['rss_growth_10pct_to_end_MiB']:+.2f} MiB")
 
 
+# -- h. merge of many states -------------------------------------------------------------
+MERGE_COUNTS = {"full": (10, 100, 1000, 3000), "quick": (10, 100, 300)}
+MERGE_HELD_MAX = 1000  # the hold-every-state baseline stops here (~0.26 MiB of histograms per state)
+MERGE_BINS = 2048
+
+_MERGE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from edgecal import Calibrator
+from edgecal.merge import merge_state_files
+
+def vm(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) / 1024.0 for l in f if l.startswith(key + ":"))
+
+folder, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+paths = sorted(Path(folder).glob("*.ecst"))[:n]
+Calibrator.load_state(paths[0]).merge(Calibrator.load_state(paths[1]))  # imports and first merge paid before
+before = vm("VmRSS")
+t = time.perf_counter()
+if mode == "stream":
+    merged = merge_state_files(paths)
+else:  # every state loaded first, then folded
+    states = [Calibrator.load_state(p) for p in paths]
+    merged = states[0]
+    for other in states[1:]:
+        merged.merge(other)
+print(json.dumps({"seconds": time.perf_counter() - t, "rss_before": before, "hwm": vm("VmHWM"),
+                  "tensors": len(merged.names()), "consumed": len(merged.consumed)}))
+"""
+
+
+def _merge_states_folder(n: int) -> Path:
+    """``n`` state files of two tensors each, ranges spread over 12 decades (the lattices differ)."""
+    folder = Path(tempfile.mkdtemp(prefix="edgecal-merge-"))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cal = Calibrator(MERGE_BINS)
+        scale = 10.0 ** rng.integers(-6, 7)
+        cal.observe("conv", rng.standard_normal(256).astype(np.float32) * scale)
+        cal.observe("fc", np.maximum(rng.standard_normal(64), 0.0) * scale)
+        cal.consumed.add(f"board-{i:05d}")
+        (folder / f"{i:05d}.ecst").write_bytes(cal.to_bytes())
+    return folder
+
+
+def bench_merge_many(cfg: dict) -> list[dict]:
+    """Peak RSS growth and time of merging N state files: `merge_state_files` vs loading them all first."""
+    import shutil
+
+    counts = MERGE_COUNTS[cfg["mode"]]
+    folder = _merge_states_folder(max(counts))
+    rows = []
+    try:
+        for n in counts:
+            for mode in ("stream", "held") if n <= MERGE_HELD_MAX else ("stream",):
+                out, _ = run_child(_MERGE_CHILD, dict(os.environ), (str(folder), str(n), mode))
+                rows.append({"states": n, "mode": mode, **out, "growth": out["hwm"] - out["rss_before"]})
+                log(f"merge {n} states ({mode}): peak RSS +{rows[-1]['growth']:.1f} MiB, {out['seconds']:.2f} s")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def print_merge_many(rows: list[dict]) -> None:
+    print(f"\n[h] merge of N state files (2 tensors, {MERGE_BINS} bins each), in a fresh process: peak RSS above the "
+          "RSS before the merge")
+    print(f"{'states':>7}{'merge_state_files MiB':>23}{'s':>7}{'load all, then fold MiB':>25}{'s':>7}")
+    by = {(r["states"], r["mode"]): r for r in rows}
+    for n in sorted({r["states"] for r in rows}):
+        s, h = by[(n, "stream")], by.get((n, "held"))
+        held = f"{h['growth']:>25.1f}{h['seconds']:>7.2f}" if h else f"{'-':>25}{'-':>7}"
+        print(f"{n:>7}{s['growth']:>23.1f}{s['seconds']:>7.2f}{held}")
+
+
 # -- main --------------------------------------------------------------------------------
 def run(cfg: dict) -> dict:
     t0 = time.perf_counter()
@@ -804,6 +882,8 @@ def run(cfg: dict) -> dict:
     res["link"] = bench_link_decode(cfg)
     log("daemon soak")
     res["soak"] = bench_soak(cfg)
+    log("merge of many states")
+    res["merge"] = bench_merge_many(cfg)
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -826,3 +906,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -15,9 +15,11 @@ from ..model.graph import MissingExtraError
 from ..errors import InputError
 from ..formats import detect_format, get_format, load_table
 from ..formats.trt import disagreements
+from ..file_state import file_state
 from ..arrays import arrays_in, expand_inputs
 from ..atomic import check_writable
 from ..identity import file_identity, legacy_identity
+from ..merge import merge_state_files
 from ..methods import DEFAULT_METHOD, get_method, method_names
 from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
@@ -33,6 +35,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     method, params, out_format, options = output_spec(args)
     if args.scheme not in SCHEMES:
         raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
+    if args.dask or args.shards != 1:
+        return _calibrate_on_dask(args, method.name, params, out_format.name, options)
     read, files, runtime = _calibrate_sources(args)
     _check_before_work(args, files)
     cal = open_state(args.state, args.bins)
@@ -80,6 +84,33 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_on_dask(args: argparse.Namespace, method: str, params: dict[str, Any], out_format: str,
+                       options: dict[str, Any]) -> int:
+    """`cmd_calibrate` with every file's state built and merged on the Dask cluster at ``--dask``."""
+    from ..dask import build_state, connect, import_distributed
+
+    if not args.dask or args.shards < 1:
+        raise InputError(f"--shards {args.shards}: expected N >= 1, with --dask (shards are split between workers)")
+    if args.model is not None or args.search:
+        raise InputError("--dask calibrates activation files; expected no --model or --search")
+    import_distributed()
+    _, files, _ = _calibrate_sources(args)
+    _check_before_work(args, files)
+    cal = open_state(args.state, args.bins)
+    todo = [f for f in files if not {file_identity(f), legacy_identity(f)} & cal.consumed]
+    if todo:
+        with connect(args.dask) as client:
+            cal.merge(build_state(client, todo, bins=cal.bins, shards=args.shards))
+    if args.state:
+        cal.save_state(args.state)
+    table = cal.compute(method, scheme=args.scheme, **params)
+    table.save(args.out, format=out_format, **options)
+    note = f", {len(files) - len(todo)} already in {args.state}" if len(todo) < len(files) else ""
+    print(f"calibrated {len(table)} tensors from {len(todo)} files{note} with {method} on Dask ({args.dask}) -> "
+          f"{args.out} ({out_format})")
+    return 0
+
+
 DEFAULT_SEARCH_GROUPS = 8
 
 
@@ -122,13 +153,7 @@ def _calibrate_sources(args: argparse.Namespace) -> tuple[Any, list[Path], str |
     return read, files, runtime
 
 
-def _read_file(path: Path, key: str, bins: int) -> Calibrator:
-    """Every array of one file in a fresh calibrator, so a bad file leaves no trace."""
-    part = Calibrator(bins)
-    for array in arrays_in(path, numbered_by_folder=True):
-        part.observe_chunks(array.name, array.chunks())
-    part.consumed.add(key)
-    return part
+_read_file = file_state  # every array of one file in a fresh calibrator, as edgecal.dask builds it on workers
 
 
 def _check_before_work(args: argparse.Namespace, files: list[Path]) -> None:
@@ -224,12 +249,10 @@ def _show_state(path: Path, cal: Calibrator) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    states = [Calibrator.load_state(p) for p in args.states]
-    merged = states[0]
-    for other in states[1:]:
-        merged.merge(other)
+    check_writable(args.out)
+    merged = merge_state_files(args.states)  # one state at a time: bounded memory for thousands of inputs
     merged.save_state(args.out)
-    say(f"merged {len(states)} states ({len(merged.names())} tensors) -> {args.out}")
+    say(f"merged {len(args.states)} states ({len(merged.names())} tensors) -> {args.out}")
     return 0
 
 
@@ -259,6 +282,11 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
                         "is installed and no -p is given; 0 turns it off)")
     c.add_argument("--search-methods", default="percentile", metavar="M,M",
                    help="methods the search tries after -m (default percentile)")
+    c.add_argument("--dask", metavar="SCHEDULER", help="build the state on a Dask cluster: a scheduler address "
+                   "(tcp://host:8786), or local[:N] for N local worker processes; same table bit for bit; "
+                   "needs pip install -e '.[dask]'")
+    c.add_argument("--shards", type=int, default=1, metavar="N",
+                   help="with --dask: split every file into N runs of whole samples, one task each (default 1)")
     c.set_defaults(func=cmd_calibrate)
 
     chooser = argparse.ArgumentParser(add_help=False)
