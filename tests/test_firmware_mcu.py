@@ -1,0 +1,132 @@
+"""firmware_interface/ on real microcontrollers: the link library and the .ecal reader build
+warning-free for Cortex-M0+ and Cortex-M4 (make cortex-m0plus cortex-m4), fit stated flash/RAM
+budgets, keep no static state, need nothing from libc but memcpy; the NUCLEO-F411RE example
+(make board) links, fits the chip and starts with its vector table at the start of flash.
+
+Needs arm-none-eabi-gcc and newlib (Debian gcc-arm-none-eabi libnewlib-arm-none-eabi, installed
+by scripts/ci-apt-arm-none-eabi). Run with -s to see the size table recorded in
+firmware_interface/README.md."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgecal.link.build import ROOT
+
+ARM = "arm-none-eabi-"
+pytestmark = pytest.mark.skipif(
+    shutil.which(ARM + "gcc") is None or shutil.which("make") is None,
+    reason="needs make and arm-none-eabi-gcc (Debian gcc-arm-none-eabi libnewlib-arm-none-eabi; scripts/ci-apt-arm-none-eabi)",
+)
+CORES = ("cortex-m0plus", "cortex-m4")
+LIBS = ("ecal_link", "ecal_table")
+FLASH_BUDGET = {"ecal_link": 6144, "ecal_table": 1536}  # bytes of .text + .rodata + .data per core
+STATE_BUDGET = {"sizeof_ecl_link": 1600, "sizeof_ect_table": 32}  # bytes on a 32-bit core
+# Helpers of libgcc (the compiler's runtime, not libc): division on cores without a divide
+# instruction, and Thumb-1 switch tables.
+LIBGCC = re.compile(r"__aeabi_\w+|__gnu_thumb1_case_\w+")
+F411_FLASH, F411_RAM = (0x08000000, 512 * 1024), (0x20000000, 128 * 1024)
+
+
+def run(*args: str | Path) -> str:
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """`make cortex-m0plus cortex-m4 board` into a fresh directory: (build dir, make's output)."""
+    out = tmp_path_factory.mktemp("mcu")
+    done = subprocess.run(["make", "-C", str(ROOT), f"BUILD={out}", *CORES, "board"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return out, done
+
+
+def sections(path: Path) -> dict[str, int]:
+    """Section name -> size, from `size -A`."""
+    rows = (line.split() for line in run(ARM + "size", "-A", path).splitlines())
+    return {r[0]: int(r[1]) for r in rows if len(r) == 3 and r[1].isdigit()}
+
+
+def usage(path: Path) -> tuple[int, int]:
+    """(flash, RAM) of an object: .text + .rodata + .data, and .data + .bss."""
+    sizes = sections(path)
+    part = lambda *prefixes: sum(n for s, n in sizes.items() if s.startswith(prefixes))  # noqa: E731
+    return part(".text", ".rodata", ".data"), part(".data", ".bss")
+
+
+def symbol_sizes(path: Path) -> dict[str, int]:
+    rows = (line.split() for line in run(ARM + "nm", "-S", path).splitlines())
+    return {r[3]: int(r[1], 16) for r in rows if len(r) == 4}
+
+
+def test_make_builds_every_core_and_the_board_warning_free_with_werror(built):
+    _, done = built
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning" not in (done.stdout + done.stderr).replace("-Wl,--fatal-warnings", "")
+    compiles = [line for line in done.stdout.splitlines() if ARM + "gcc " in line]
+    assert compiles and all("-Werror" in c and "-Os" in c for c in compiles), compiles
+    assert [sum(f"-mcpu={core} " in c for c in compiles) for core in CORES] == [2, 3], compiles  # m4: 2 + the board
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_libraries_fit_their_budgets_and_keep_no_static_state(built, core, capsys):
+    out, _ = built
+    rows = []
+    for lib in LIBS:
+        flash, ram = usage(out / core / f"{lib}.o")
+        assert 0 < flash <= FLASH_BUDGET[lib], (lib, flash)
+        assert ram == 0, f"{lib} has {ram} bytes of static data: all state must live in the caller's struct"
+        rows.append(f"{lib} {flash} B")
+    state = symbol_sizes(out / core / "state_sizes.o")
+    assert set(state) == set(STATE_BUDGET) and all(state[k] <= STATE_BUDGET[k] for k in state), state
+    with capsys.disabled():
+        print(f"\n{core}: flash {', '.join(rows)}; RAM 0 B static, sizeof(ecl_link) {state['sizeof_ecl_link']} B, "
+              f"sizeof(ect_table) {state['sizeof_ect_table']} B")  # fmt: skip
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_libraries_need_only_memcpy_and_libgcc(built, core, tmp_path):
+    out, _ = built
+    objects = [out / core / f"{lib}.o" for lib in LIBS]
+    undefined = set(run(ARM + "nm", "-u", *objects).split()) - {"U"} - {f"{o}:" for o in objects}
+    assert {u for u in undefined if not LIBGCC.fullmatch(u)} == {"memcpy"}, undefined
+    # Proof by linking: every function kept, no libc, only libgcc and a memcpy of our own.
+    stub = tmp_path / "stub.c"
+    stub.write_text("#include <stddef.h>\nvoid *memcpy(void *d, const void *s, size_t n);\n"
+                    "void *memcpy(void *d, const void *s, size_t n) { char *o = d; const char *i = s;"
+                    " while (n--) *o++ = *i++; return d; }\nvoid _start(void);\nvoid _start(void) { }\n")  # fmt: skip
+    cpu = {"cortex-m0plus": ["-mcpu=cortex-m0plus", "-mfloat-abi=soft"],
+           "cortex-m4": ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]}[core]  # fmt: skip
+    run(ARM + "gcc", *cpu, "-mthumb", "-ffreestanding", "-nostdlib", "-Wl,--no-gc-sections", *objects, stub,
+        "-lgcc", "-o", tmp_path / "alone.elf")  # fmt: skip
+    names = run(ARM + "nm", tmp_path / "alone.elf")
+    assert not re.search(r" (malloc|free|calloc|realloc|_sbrk|printf)$", names, re.M)
+
+
+def test_board_fits_the_stm32f411re_and_starts_with_its_vector_table(built):
+    out, _ = built
+    elf = out / "nucleo-f411re" / "ecal_nucleo.elf"
+    sizes = sections(elf)
+    flash = sizes[".isr_vector"] + sizes[".text"] + sizes.get(".ARM.exidx", 0) + sizes[".data"]
+    ram = sizes[".data"] + sizes[".bss"] + sizes[".noinit"] + sizes[".stack_reserve"]
+    assert flash <= F411_FLASH[1] and ram <= F411_RAM[1], (flash, ram)
+    headers = run(ARM + "objdump", "-h", elf)
+    vector_at = re.search(r"\.isr_vector\s+[0-9a-f]+\s+([0-9a-f]+)", headers)
+    assert vector_at and int(vector_at.group(1), 16) == F411_FLASH[0], headers
+    symbols = {r[2]: int(r[0], 16) for r in (line.split() for line in run(ARM + "nm", elf).splitlines()) if len(r) == 3}
+    image = (out / "nucleo-f411re" / "ecal_nucleo.bin").read_bytes()
+    assert len(image) == flash
+    words = struct.unpack_from("<102I", image)
+    assert words[0] == symbols["_estack"] == F411_RAM[0] + F411_RAM[1]
+    assert words[1] == symbols["Reset_Handler"] | 1  # Thumb bit set
+    assert words[15] == symbols["SysTick_Handler"] | 1 and words[16 + 38] == symbols["USART2_IRQHandler"] | 1
+    assert not {"malloc", "free", "_sbrk"} & set(symbols)
+    assert {"ecl_rx_feed", "ect_open", "ect_find", "memcpy"} <= set(symbols)
