@@ -58,8 +58,8 @@ def sections(path: Path) -> dict[str, int]:
 def usage(path: Path) -> tuple[int, int]:
     """(flash, RAM) of an object: .text + .rodata + .data, and .data + .bss."""
     sizes = sections(path)
-    part = lambda *prefixes: sum(n for s, n in sizes.items() if s.startswith(prefixes))  # noqa: E731
-    return part(".text", ".rodata", ".data"), part(".data", ".bss")
+    flash = sum(n for s, n in sizes.items() if s.startswith((".text", ".rodata", ".data")))
+    return flash, sum(n for s, n in sizes.items() if s.startswith((".data", ".bss")))
 
 
 def symbol_sizes(path: Path) -> dict[str, int]:
@@ -108,7 +108,7 @@ def test_libraries_need_only_memcpy_and_libgcc(built, core, tmp_path):
     run(ARM + "gcc", *cpu, "-mthumb", "-ffreestanding", "-nostdlib", "-Wl,--no-gc-sections", *objects, stub,
         "-lgcc", "-o", tmp_path / "alone.elf")  # fmt: skip
     names = run(ARM + "nm", tmp_path / "alone.elf")
-    assert not re.search(r" (malloc|free|calloc|realloc|_sbrk|printf)$", names, re.M)
+    assert not re.search(r" (malloc|free|calloc|realloc|_sbrk|printf)$", names, re.MULTILINE)
 
 
 def test_board_fits_the_stm32f411re_and_starts_with_its_vector_table(built):

@@ -34,7 +34,7 @@ import math
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -86,7 +86,7 @@ def recrc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def patch(data: bytes, at: int, fmt: str, value: int | float) -> bytes:
+def patch(data: bytes, at: int, fmt: str, value: float) -> bytes:
     """``data`` with the field ``fmt`` at ``at`` set to ``value`` and the CRC-32 recomputed."""
     body = bytearray(data[:-4])
     struct.pack_into(fmt, body, at, value)
@@ -211,8 +211,10 @@ def render() -> str:
     lines = [
         "# edgecal .ecal version-1 known-answer vectors for the C reader; written by make_ecal_vectors.py. Do not edit.",
         "# table NAME RESULT BAD_ENTRY COUNT TABLE_HEX | find NAME KEY_HEX INDEX",
-        "# entry NAME INDEX NAME_HEX SCALE_F32 ZERO_POINT DTYPE SCHEME FLAGS AMAX_F64 SAMPLES COUNT ZEROS NANS POSINF"
-        " NEGINF MIN_F64 MAX_F64 SCALE_F64 METHOD_JSON_HEX",
+        (
+            "# entry NAME INDEX NAME_HEX SCALE_F32 ZERO_POINT DTYPE SCHEME FLAGS AMAX_F64 SAMPLES COUNT ZEROS NANS POSINF"
+            " NEGINF MIN_F64 MAX_F64 SCALE_F64 METHOD_JSON_HEX"
+        ),
     ]
     good = {}
     for name, data, table in good_records():
