@@ -3,16 +3,18 @@ warning-free for Cortex-M0+ and Cortex-M4 (make cortex-m0plus cortex-m4), fit st
 budgets, keep no static state, need nothing from libc but memcpy; the NUCLEO-F411RE example
 (make board) links, fits the chip and starts with its vector table at the start of flash.
 
-Needs arm-none-eabi-gcc and newlib (Debian gcc-arm-none-eabi libnewlib-arm-none-eabi, installed
-by scripts/ci-apt-arm-none-eabi). Run with -s to see the size table recorded in
+Needs arm-none-eabi-gcc and newlib (Debian gcc-arm-none-eabi libnewlib-arm-none-eabi) and, for
+the emulated run, qemu-system-arm; scripts/ci-apt-arm-none-eabi installs all three. Run with -s to see the size table recorded in
 firmware_interface/README.md."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import socket
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,48 @@ def test_board_fits_the_stm32f411re_and_starts_with_its_vector_table(built):
     assert words[15] == symbols["SysTick_Handler"] | 1 and words[16 + 38] == symbols["USART2_IRQHandler"] | 1
     assert not {"malloc", "free", "_sbrk"} & set(symbols)
     assert {"ecl_rx_feed", "ect_open", "ect_find", "memcpy"} <= set(symbols)
+
+
+def start_qemu(elf: Path) -> tuple[subprocess.Popen[str], int]:
+    """The image on QEMU's netduinoplus2 (an STM32F405: the F411's USART2, SysTick and NVIC at
+    the same addresses), USART2 on a TCP port that QEMU holds until a client connects."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    qemu = subprocess.Popen(
+        ["qemu-system-arm", "-machine", "netduinoplus2", "-nographic", "-monitor", "none", "-serial", "null",
+         "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-kernel", str(elf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = qemu.stderr.readline()  # "... waiting for connection on ..." once it listens
+    assert "waiting for connection" in line, line
+    return qemu, port
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
+                    reason="needs qemu-system-arm (Debian qemu-system-arm; scripts/ci-apt-arm-none-eabi)")  # fmt: skip
+def test_board_image_streams_to_edgecal_and_accepts_its_table_under_qemu(built, tmp_path):
+    from edgecal.table import CalibrationTable
+
+    out, _ = built
+    qemu, port = start_qemu(out / "nucleo-f411re" / "ecal_nucleo.elf")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "edgecal", "stream", "--port", f"socket://127.0.0.1:{port}", "--baud", "115200",
+             "--samples", "200", "--out", str(tmp_path / "t.ecal"), "--push", "--timeout", "20", "-q"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        qemu.kill()
+        qemu.wait()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "streamed 200 complete samples" in done.stdout and "nucleo-f411re example 1" in done.stdout, done.stdout
+    # The device accepts a push only after ect_open has validated the whole table on the Cortex-M4.
+    assert re.search(r"pushed the table to the device: \d+ bytes, CRC-32 0x[0-9a-f]{8}, accepted", done.stdout)
+    table = CalibrationTable.load(tmp_path / "t.ecal")
+    assert list(table) == ["input", "logits"]
+    inputs, logits = table["input"].stats, table["logits"].stats
+    assert (inputs.samples, inputs.count, logits.count) == (200, 200 * 16, 200 * 4)
+    assert -128 <= inputs.min < 0 < inputs.max <= 127  # random int8 inputs
+    assert 0 < logits.max <= 0.01 * 16 * 5 * 128 and -0.01 * 16 * 5 * 128 <= logits.min < 0  # |w| <= 5

@@ -34,7 +34,8 @@ static int32_t out_zero_point;
 static volatile uint8_t table_news;
 static volatile uint32_t ticks;
 static uint32_t rng = 0x2545F491u;
-/* Not zeroed at reset, so it differs across resets (and is random after power-up). */
+/* Not zeroed at reset: it counts resets, from whatever SRAM holds after power-up, so the host
+ * tells every boot apart. */
 __attribute__((section(".noinit"))) static uint32_t boot_counter;
 
 void SysTick_Handler(void)
@@ -157,7 +158,7 @@ static void link_init(void)
     cfg.rx_buf_size = sizeof rx_buf;
     cfg.table_buf = table_buf;
     cfg.table_buf_size = sizeof table_buf;
-    cfg.boot_id = ++boot_counter ^ REG(0x1FFF7A10u); /* and the chip's unique ID */
+    cfg.boot_id = ++boot_counter;
     ecl_init(&link, &cfg);
     ecl_boot(&link);
 }

@@ -1,9 +1,9 @@
 /* uart.c: USART2 at 115200 8N1, interrupt-driven, with a receive ring and a transmit ring.
  *
  * The interrupt handler moves received bytes into rx_ring and feeds the data register
- * from tx_ring; the main loop only touches the rings. Each ring has one writer per index
- * (head: producer, tail: consumer) and 16-bit aligned stores are atomic on the Cortex-M4,
- * so no lock is needed except around the read-modify-write of CR1. */
+ * from tx_ring. The receive ring has one writer per index (head: the interrupt, tail: the
+ * main loop) and 16-bit aligned stores are atomic on the Cortex-M4, so it needs no lock; the
+ * transmit ring's tail and CR1 are also touched by the main loop (tx_pump), with interrupts off. */
 #include "board.h"
 
 #define RX_SIZE 512u  /* powers of two */
@@ -24,6 +24,23 @@ void uart_init(void)
     NVIC_ISER(USART2_IRQN / 32u) = 1u << (USART2_IRQN % 32u);
 }
 
+/* Moves queued bytes into the data register while it is free; call with interrupts off.
+ * The TXE interrupt calls it on hardware, where the register frees one byte time after each
+ * write; uart_write and uart_read call it too, which changes nothing there but drains the
+ * ring under QEMU 7.2, whose USART model keeps TXE set and raises no TXE interrupt. */
+static void tx_pump(void)
+{
+    while (tx_tail != tx_head && (USART2_SR & USART_SR_TXE)) {
+        USART2_DR = tx_ring[tx_tail % TX_SIZE];
+        tx_tail++;
+    }
+    if (tx_tail == tx_head) {
+        USART2_CR1 &= ~USART_CR1_TXEIE;
+    } else {
+        USART2_CR1 |= USART_CR1_TXEIE;
+    }
+}
+
 void USART2_IRQHandler(void)
 {
     uint32_t sr = USART2_SR;
@@ -37,13 +54,15 @@ void USART2_IRQHandler(void)
         }
     }
     if ((USART2_CR1 & USART_CR1_TXEIE) && (sr & USART_SR_TXE)) {
-        if (tx_tail != tx_head) {
-            USART2_DR = tx_ring[tx_tail % TX_SIZE];
-            tx_tail++;
-        } else {
-            USART2_CR1 &= ~USART_CR1_TXEIE;
-        }
+        tx_pump();
     }
+}
+
+static void tx_pump_main(void)
+{
+    __asm__ volatile("cpsid i" ::: "memory");
+    tx_pump();
+    __asm__ volatile("cpsie i" ::: "memory");
 }
 
 size_t uart_room(void)
@@ -61,15 +80,14 @@ int uart_write(const uint8_t *data, size_t n)
         tx_ring[(uint16_t)(tx_head + i) % TX_SIZE] = data[i];
     }
     tx_head = (uint16_t)(tx_head + n);
-    __asm__ volatile("cpsid i" ::: "memory");
-    USART2_CR1 |= USART_CR1_TXEIE;
-    __asm__ volatile("cpsie i" ::: "memory");
+    tx_pump_main();
     return 0;
 }
 
 size_t uart_read(uint8_t *data, size_t cap)
 {
     size_t n = 0;
+    tx_pump_main();
     while (n < cap && rx_tail != rx_head) {
         data[n++] = rx_ring[rx_tail % RX_SIZE];
         rx_tail++;
