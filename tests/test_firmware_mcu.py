@@ -22,9 +22,20 @@ import pytest
 from edgecal.link.build import ROOT
 
 ARM = "arm-none-eabi-"
+
+
+def toolchain_ready() -> bool:
+    """make, arm-none-eabi-gcc and newlib (whose string.h the libraries include) are installed."""
+    if shutil.which("make") is None or shutil.which(ARM + "gcc") is None:
+        return False
+    found = subprocess.run([ARM + "gcc", "-print-file-name=libc_nano.a"], capture_output=True, text=True, check=False)
+    return "/" in found.stdout
+
+
 pytestmark = pytest.mark.skipif(
-    shutil.which(ARM + "gcc") is None or shutil.which("make") is None,
-    reason="needs make and arm-none-eabi-gcc (Debian gcc-arm-none-eabi libnewlib-arm-none-eabi; scripts/ci-apt-arm-none-eabi)",
+    not toolchain_ready(),
+    reason="needs make, arm-none-eabi-gcc and newlib (Debian gcc-arm-none-eabi libnewlib-arm-none-eabi; "
+    "scripts/ci-apt-arm-none-eabi installs them)",
 )
 CORES = ("cortex-m0plus", "cortex-m4")
 LIBS = ("ecal_link", "ecal_table")
