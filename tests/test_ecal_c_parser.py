@@ -5,14 +5,18 @@ every verdict in them, and the C reader passes them and a fuzz run under ASan + 
 from __future__ import annotations
 
 import importlib.util
+import random
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
 
 from edgecal.errors import InputError, StateError
-from edgecal.formats.ecal import read_ecal, write_ecal
+from edgecal.formats.ecal import FLOAT32_MAX, read_ecal, write_ecal
 from edgecal.link.build import ROOT, SANITIZE, WARNINGS, compiler
+from edgecal.table import CalibrationTable, TensorCalibration
 
 SCRIPT = ROOT / "vectors" / "make_ecal_vectors.py"
 VECTORS = ROOT / "vectors" / "ecal_tables.txt"
@@ -78,6 +82,32 @@ def test_c_reader_passes_the_vectors_under_sanitizers(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     tables, checks, failed = (int(w) for w in done.stdout.split()[0:6:2])
     assert tables == len(table_lines()) and checks > 900 and failed == 0, done.stdout
+
+
+def rounding_cases() -> list[float]:
+    """Exact scales whose float32 rounding is delicate, and seeded random ones."""
+    rng = random.Random(5)
+    ties = [1 + 2**-24, 1 + 3 * 2**-24, 2 - 2**-25, 2 - 2**-24 - 2**-25, 3 * 2**-150 + 2**-126]
+    edges = [2.0**-126, FLOAT32_MAX, 1 / 3, 0.1, 2.54 / 127, 1e-30, 1e30]
+    spread = [rng.uniform(0.5, 1.0) * 2.0 ** rng.randint(-120, 120) for _ in range(40)]
+    return ties + edges + spread
+
+
+@needs_cc
+def test_c_reader_checks_the_float32_scale_is_the_exact_scale_rounded(tmp_path):
+    exe = cc(tmp_path / "test_ecal_table", "src/ecal_table.c", "tests/test_ecal_table.c")
+    lines = []
+    for i, scale in enumerate(rounding_cases()):
+        good = write_ecal(CalibrationTable([TensorCalibration("t", 1.0, scale)], created="x", edgecal_version="1"))
+        at = 16 + struct.unpack_from("<I", good, 12)[0] + 2  # the float32 scale of the one entry
+        bits = struct.unpack_from("<I", good, at)[0]
+        lines.append(f"table good{i} ok - 1 {good.hex()}")
+        for j, wrong in enumerate((bits - 1, bits + 1)):
+            body = good[:at] + struct.pack("<I", wrong) + good[at + 4 : -4]
+            lines.append(f"table bad{i}_{j} value 0 0 {(body + struct.pack('<I', zlib.crc32(body))).hex()}")
+    (tmp_path / "rounding.txt").write_text("\n".join(lines) + "\n")
+    done = subprocess.run([str(exe), str(tmp_path / "rounding.txt")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith(f"{len(lines)} tables"), done.stdout
 
 
 @needs_cc

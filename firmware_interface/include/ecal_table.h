@@ -5,7 +5,8 @@
  * ect_open() checks everything once (size, magic, version, CRC-32, that the header,
  * the metadata and every entry lie inside the buffer, that the entries end exactly at
  * the CRC, names 1..255 bytes of valid UTF-8 and unique, known dtype/scheme codes and
- * flag bits, scale and amax normal float32 values); after that the accessors read
+ * flag bits, a positive normal float32 scale that is the exact scale rounded, a positive
+ * amax of float32 normal magnitude); after that the accessors read
  * fields straight from the buffer with memcpy (the fields are packed and unaligned),
  * so the table costs no RAM beyond the buffer holding it and a small ect_table.
  *
@@ -65,7 +66,8 @@ enum {
     ECT_E_ENTRY = -7,      /* an entry's length is too small for its fields or overruns the table */
     ECT_E_NAME = -8,       /* a name of length 0, not valid UTF-8, or repeated */
     ECT_E_CODE = -9,       /* unknown dtype or scheme code, or unknown flag bits */
-    ECT_E_VALUE = -10,     /* scale or amax not a normal float32 */
+    ECT_E_VALUE = -10,     /* float32 scale not the exact scale rounded to a positive normal float32,
+                              or amax not positive and of float32 normal magnitude */
     ECT_E_GAP = -11,       /* the entries do not end exactly where the CRC starts */
     ECT_E_NOT_FOUND = -12  /* ect_find: no entry of that name */
 };

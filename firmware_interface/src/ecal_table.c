@@ -75,12 +75,31 @@ static int utf8_valid(const uint8_t *s, size_t n)
     return 1;
 }
 
-/* The f32 scale is a normal, positive float32; amax a finite double of float32 normal magnitude. */
-static int values_ok(const uint8_t *e)
+/* Whether the float32 bits s32 are the float64 bits s64 rounded to nearest, ties to even (as
+ * the writer rounds the exact scale), for a positive normal float32; integer arithmetic only,
+ * so no soft-float code is linked in on cores without a double-precision FPU. */
+static int rounds_to(uint64_t s64, uint32_t s32)
 {
-    uint32_t s = le32(e + ENT_SCALE), s_exp = (s >> 23) & 0xFFu;
-    uint32_t a_exp = (uint32_t)(le64(e + ENT_AMAX) >> 52) & 0x7FFu;
-    return (s >> 31) == 0 && s_exp != 0 && s_exp != 0xFFu && a_exp >= 1023u - 126u && a_exp <= 1023u + 127u;
+    uint32_t exp = (uint32_t)(s64 >> 52) & 0x7FFu, r;
+    uint64_t dropped = s64 & 0x1FFFFFFFu, half = 0x10000000u; /* the 29 mantissa bits float32 lacks */
+    if ((s64 >> 63) != 0 || exp < 1023u - 126u || exp > 1023u + 127u) {
+        return 0;
+    }
+    r = ((exp - 1023u + 127u) << 23) | (uint32_t)((s64 >> 29) & 0x7FFFFFu);
+    if (dropped > half || (dropped == half && (r & 1u))) {
+        r++; /* a carry into the exponent is the right result */
+    }
+    return r == s32 && (r >> 23) != 0xFFu;
+}
+
+/* The float32 scale is the exact scale rounded, a positive normal float32; amax is a positive
+ * finite double of float32 normal magnitude (below 2^128). */
+static int values_ok(const uint8_t *e, const uint8_t *tail)
+{
+    uint64_t amax = le64(e + ENT_AMAX);
+    uint32_t a_exp = (uint32_t)(amax >> 52) & 0x7FFu;
+    return rounds_to(le64(tail + TAIL_SCALE), le32(e + ENT_SCALE)) && (amax >> 63) == 0 &&
+           a_exp >= 1023u - 126u && a_exp <= 1023u + 127u;
 }
 
 /* Checks the entry at offset pos (its fields, not its place among the others); returns its
@@ -106,7 +125,7 @@ static int check_entry(const uint8_t *d, size_t pos, size_t end, uint16_t *len)
         e[ENT_SCHEME] > ECT_SCHEME_TFLITE || (le16(e + ENT_FLAGS) & ~ECT_FLAGS_KNOWN) != 0) {
         return ECT_E_CODE;
     }
-    if (!values_ok(e)) {
+    if (!values_ok(e, e + ECT_ENTRY_FIXED + k)) {
         return ECT_E_VALUE;
     }
     *len = l;

@@ -93,6 +93,10 @@ def patch(data: bytes, at: int, fmt: str, value: float) -> bytes:
     return recrc(bytes(body))
 
 
+def bits32(data: bytes, at: int) -> int:
+    return struct.unpack_from("<I", data, at)[0]
+
+
 def append_entry_fields(data: bytes, extra: bytes) -> bytes:
     """Every entry grows by ``extra`` at its end (fields a later revision may add), L updated."""
     body, last = bytearray(), 0
@@ -167,6 +171,9 @@ def damaged(good: dict[str, bytes]) -> Iterator[tuple[str, bytes, str, int | Non
     yield "scale_negative", patch(m, spans[1][0] + 2, "<f", -0.5), "value", 1
     yield "scale_infinite", patch(m, spans[0][0] + 2, "<f", math.inf), "value", 0
     yield "scale_subnormal", patch(m, spans[0][0] + 2, "<I", 1), "value", 0
+    yield "scale_not_the_exact_scale_rounded", patch(m, spans[1][0] + 2, "<I", bits32(m, spans[1][0] + 2) + 1), "value", 1
+    yield "exact_scale_changed", patch(m, spans[0][0] + 23 + 5 + 64, "<d", 2.54 / 127 * 1.001), "value", 0
+    yield "amax_negative", patch(m, spans[3][0] + 14, "<d", -1e-30), "value", 3
     yield "amax_nan", patch(m, spans[2][0] + 14, "<d", math.nan), "value", 2
     yield "amax_too_large_for_f32", patch(m, spans[4][0] + 14, "<d", 1e39), "value", 4
 
