@@ -145,6 +145,22 @@ def test_board_fits_the_stm32f411re_and_starts_with_its_vector_table(built):
     assert {"ecl_rx_feed", "ect_open", "ect_find", "memcpy"} <= set(symbols)
 
 
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
+                                reason="needs qemu-system-arm (Debian qemu-system-arm; scripts/ci-apt-arm-none-eabi)")  # fmt: skip
+
+
+@needs_qemu
+def test_c_tests_pass_on_an_emulated_cortex_m_that_traps_unaligned_access(tmp_path):
+    """`make arm-check`: the link's and the table reader's known-answer tests, M0+ code on QEMU's
+    Cortex-M4 with CCR.UNALIGN_TRP set (the table reader reads every table at offsets 0 to 3)."""
+    done = subprocess.run(["make", "-C", str(ROOT), f"BUILD={tmp_path}", "arm-check"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    tables = sum(line.startswith("table ") for line in (ROOT / "vectors" / "ecal_tables.txt").read_text().splitlines())
+    assert re.search(rf"^{tables} tables \d+ checks 0 failed$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^53 vectors, \d+ checks, 0 failed$", done.stdout, re.MULTILINE), done.stdout
+
+
 def start_qemu(elf: Path) -> tuple[subprocess.Popen[str], int]:
     """The image on QEMU's netduinoplus2 (an STM32F405: the F411's USART2, SysTick and NVIC at
     the same addresses), USART2 on a TCP port that QEMU holds until a client connects."""
@@ -162,8 +178,7 @@ def start_qemu(elf: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
-                    reason="needs qemu-system-arm (Debian qemu-system-arm; scripts/ci-apt-arm-none-eabi)")  # fmt: skip
+@needs_qemu
 def test_board_image_streams_to_edgecal_and_accepts_its_table_under_qemu(built, tmp_path):
     from edgecal.table import CalibrationTable
 
