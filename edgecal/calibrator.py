@@ -151,6 +151,7 @@ class Calibrator:
             raise InputError(f"both states already contain input {sorted(shared)[0]!r}; merging would count it twice")
         if self.model_hash and other.model_hash and self.model_hash != other.model_hash:
             raise InputError(f"cannot merge states of different models: {self.model_hash} and {other.model_hash}")
+        self._warn_unknown_model(other)
         for name, hist in other._hists.items():
             if name in self._hists:
                 self._hists[name].merge(hist)
@@ -161,6 +162,16 @@ class Calibrator:
         self.consumed |= other.consumed
         self.model_hash = self.model_hash or other.model_hash
         return self
+
+    def _warn_unknown_model(self, other: Calibrator) -> None:
+        """A state without a model hash cannot prove its tensors are the same model's: say so once."""
+        if (self.model_hash is None) == (other.model_hash is None):
+            return
+        shared = sorted(set(self._hists) & set(other._hists))
+        if shared:
+            known = self.model_hash or other.model_hash
+            log.warning(f"merging a state without a model hash into one of model {known}: {len(shared)} tensors "
+                        f"of the same name (e.g. {shared[0]!r}) are assumed to come from that model")
 
     # -- reading -----------------------------------------------------------------------
     def names(self) -> list[str]:
