@@ -17,7 +17,7 @@ from .._version import __version__
 from ..errors import EdgecalError
 from ..formats import format_names
 from .common import terminal_safe
-from . import examples, files, onnx, service, stream
+from . import examples, files, onnx, ports, service, stream
 
 log = logging.getLogger("edgecal")
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     writer = argparse.ArgumentParser(add_help=False)
     writer.add_argument("--format", help=f"table format: {', '.join(format_names())} (default: from the --out suffix)")
     writer.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="format option, e.g. trt_version=100300")
-    for module in (files, examples, onnx, stream, service):
+    for module in (files, examples, onnx, stream, service, ports):
         module.add_parsers(sub, writer)
     return p
 
