@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Sequence
 
+from .._jit import on_cold_compile
 from .._version import __version__
 from ..errors import EdgecalError
 from ..formats import format_names
@@ -41,6 +42,11 @@ class _StderrFormatter(logging.Formatter):
         return f"edgecal: {record.levelname.lower()}: {terminal_safe(record.getMessage())}"
 
 
+def _compile_notice() -> None:
+    print("edgecal: compiling kernels once for this machine (seconds here, up to a minute on a small board); "
+          "later runs load them from the cache and start at once", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.WARNING)
     log.propagate = False
+    on_cold_compile(_compile_notice)
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
