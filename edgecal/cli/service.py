@@ -45,7 +45,7 @@ def _status_json(st: Any) -> None:
     state = None if st.state is None else {"bins": st.state.bins, "consumed": len(st.state.consumed),
                                            "model_hash": st.state.model_hash, "tensors": state_tensors(st.state)}
     table = None if st.table is None else {**st.table.meta(), "tensors": [e.to_dict() for e in st.table.values()]}
-    emit("daemon-status", ok=st.ok, config=st.config,
+    emit("daemon status", ok=st.ok, config=st.config,
          checkpoint={**asdict(st.checkpoint), "previous": asdict(st.previous), "loaded_from": st.state_from,
                      "errors": st.state_errors, "state": state},
          output={**asdict(st.output), "format": st.table_format, "readable": st.table_readable,
