@@ -36,9 +36,9 @@ def test_progress_draws_a_block_with_samples_per_tensor(fake, tmp_path, capsys):
     assert f"{ESC}K" in err  # drawn in place
     block = _last_block(err)
     state = Calibrator.load_state(tmp_path / "s.ecst")
-    head = re.match(r"edgecal: (\d+) samples \([\d.]+/s, .*\), (\d+) frames lost, (\d+) corrupt", block[0])
-    assert head and int(head.group(1)) == 40 and head.group(2) == head.group(3) == "0"
-    shown = {line.split()[0]: int(line.split()[1]) for line in block[1:]}
+    assert re.match(r"edgecal: 40 samples \([\d.]+/s\), 120 tensors, ", block[0])
+    assert block[1] == "  link: 0 frames lost, 0 corrupt, 0 tensors discarded"
+    shown = {line.split()[0]: int(line.split()[1]) for line in block[2:]}
     assert shown == {name: state.samples(name) for name in state.names()} == {"t0": 40, "t1": 40, "t2": 40}
 
 
@@ -52,7 +52,7 @@ def test_without_a_terminal_progress_is_plain_lines(fake, tmp_path, capsys):  # 
     state = Calibrator.load_state(tmp_path / "s.ecst")
     counts = [state.samples(n) for n in state.names()]
     assert lines[-1].startswith("edgecal: 30 samples") and "0 frames lost, 0 corrupt" in lines[-1]
-    assert lines[-1].endswith(f"{len(counts)} tensors, samples per tensor {min(counts)} ('t0') to {max(counts)}")
+    assert lines[-1].endswith(f"samples per tensor {min(counts)} ('t0') to {max(counts)}")
 
 
 def test_quiet_shows_nothing(fake, tmp_path, capsys):  # noqa: F811
@@ -69,6 +69,6 @@ def test_the_block_stays_bounded_with_many_tensors(capsys):
     p = {"samples": 3, "tensors": 3, "discarded": 0, "bytes_per_s": 10.0, "frames_missing": 1, "frames_corrupt": 2,
          "elapsed": 1.0}
     block = LiveView(cal, "live").block(p)
-    assert len(block) == 1 + MAX_TENSOR_LINES + 1
+    assert len(block) == 2 + MAX_TENSOR_LINES + 1
     assert block[-1] == f"  ... 5 more tensors, the fewest samples {MAX_TENSOR_LINES + 1} ('t{MAX_TENSOR_LINES:02d}')"
-    assert "1 frames lost, 2 corrupt" in block[0]
+    assert block[1] == "  link: 1 frames lost, 2 corrupt, 0 tensors discarded"

@@ -2,8 +2,9 @@
 
 Three modes: ``live`` redraws a block in place (the rate, the link's loss counters
 and the samples each tensor has received), for a terminal or ``--progress``;
-``log`` writes one plain line every ``every`` seconds and one at the end, for a
-journal or a log file, where cursor movements would be noise; ``off`` (``--quiet``)
+``log`` writes one plain line every ``every`` seconds, for a journal or a log
+file, where cursor movements would be noise (the final figures are in the summary
+on stdout, so a short run adds nothing to stderr and an error stays one line); ``off`` (``--quiet``)
 writes nothing. The block is bounded: at most `MAX_TENSOR_LINES` tensors are listed,
 the rest summarised in one line, however many tensors the device declares.
 """
@@ -22,10 +23,14 @@ MAX_TENSOR_LINES = 8
 MODES = ("live", "log", "off")
 
 
-def _header(p: dict[str, Any]) -> str:
+def _figures(p: dict[str, Any]) -> str:
     rate = p["samples"] / max(p["elapsed"], 1e-9)
-    return (f"edgecal: {p['samples']} samples ({rate:.1f}/s, {mb(p['bytes_per_s'])}/s), {p['frames_missing']} "
-            f"frames lost, {p['frames_corrupt']} corrupt, {p['discarded']} tensors discarded, {p['elapsed']:.0f} s")
+    return (f"edgecal: {p['samples']} samples ({rate:.1f}/s), {p['tensors']} tensors, {mb(p['bytes_per_s'])}/s, "
+            f"{p['elapsed']:.0f} s")
+
+
+def _losses(p: dict[str, Any]) -> str:
+    return f"{p['frames_missing']} frames lost, {p['frames_corrupt']} corrupt, {p['discarded']} tensors discarded"
 
 
 class LiveView:
@@ -46,28 +51,26 @@ class LiveView:
             self._write(self._line(p) + "\n")
 
     def done(self, p: dict[str, Any]) -> None:
-        """The final figures: the block left on screen (live) or a last line (log)."""
+        """The final figures, left on screen (live); a log has them in the summary on stdout already."""
         if self.mode == "live":
             self._draw(p)
-        elif self.mode == "log":
-            self._write(self._line(p) + "\n")
 
     def _counts(self) -> list[tuple[str, int]]:
         return [(name, self.cal.samples(name)) for name in self.cal.names()]
 
     def _line(self, p: dict[str, Any]) -> str:
-        counts = self._counts()
+        counts, line = self._counts(), f"{_figures(p)}, {_losses(p)}"
         if not counts:
-            return _header(p)
+            return line
         name, fewest = min(counts, key=lambda c: c[1])
         most = max(c for _, c in counts)
-        return f"{_header(p)}; {len(counts)} tensors, samples per tensor {fewest} ({name!r}) to {most}"
+        return f"{line}; samples per tensor {fewest} ({name!r}) to {most}"
 
     def block(self, p: dict[str, Any]) -> list[str]:
-        """The live block's lines: the figures, then up to `MAX_TENSOR_LINES` tensors with their samples."""
+        """The live block's lines: the figures, the link's losses, up to `MAX_TENSOR_LINES` tensors' samples."""
         counts = self._counts()
         width = max((len(terminal_safe(n)) for n, _ in counts[:MAX_TENSOR_LINES]), default=0)
-        lines = [_header(p)]
+        lines = [_figures(p), f"  link: {_losses(p)}"]
         lines += [f"  {terminal_safe(n).ljust(width)}  {c} samples" for n, c in counts[:MAX_TENSOR_LINES]]
         if len(counts) > MAX_TENSOR_LINES:
             rest = counts[MAX_TENSOR_LINES:]

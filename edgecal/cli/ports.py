@@ -69,7 +69,7 @@ class Port:
 
 def list_ports() -> list[Port]:
     """Every serial port pyserial's ``serial.tools.list_ports.comports`` finds, sorted by device."""
-    from serial.tools import list_ports as lp
+    from serial.tools import list_ports as lp  # type: ignore[import-untyped]
 
     found = [Port(p.device, p.description or "", p.vid, p.pid, p.serial_number, board_name(p.vid, p.pid))
              for p in lp.comports()]

@@ -72,7 +72,7 @@ class DaemonStatus:
 
 
 def _load_checkpoint(path: Path) -> tuple[Calibrator | None, str | None, list[str]]:
-    errors = []
+    errors: list[str] = []
     for candidate in (path, path.with_name(path.name + ".prev")):
         if not candidate.exists():
             continue
