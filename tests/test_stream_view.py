@@ -72,3 +72,36 @@ def test_the_block_stays_bounded_with_many_tensors(capsys):
     assert len(block) == 2 + MAX_TENSOR_LINES + 1
     assert block[-1] == f"  ... 5 more tensors, the fewest samples {MAX_TENSOR_LINES + 1} ('t{MAX_TENSOR_LINES:02d}')"
     assert block[1] == "  link: 1 frames lost, 2 corrupt, 0 tensors discarded"
+
+
+def test_a_terminal_on_stderr_gets_the_live_block_unasked(fake, tmp_path):  # noqa: F811
+    """`edgecal stream` in its own process whose stderr is a real pty (no --progress)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import edgecal
+
+    dev = fake(count=20)
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(edgecal.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "edgecal", "stream", "--port", dev.url, "-m", "minmax", "-o",
+                             str(tmp_path / "t.json")], stderr=slave, stdout=subprocess.PIPE, env=env)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed the pty
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0 and b"streamed 20 complete samples" in proc.stdout.read()
+    proc.stdout.close()
+    text = seen.decode()
+    assert "\x1b[K" in text and "edgecal: 20 samples (" in text and "  link: 0 frames lost, 0 corrupt" in text
+    assert "  t0  20 samples" in text
