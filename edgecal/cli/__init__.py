@@ -43,7 +43,7 @@ class _StderrFormatter(logging.Formatter):
 
 
 def _compile_notice() -> None:
-    print("edgecal: compiling kernels once for this machine (seconds here, up to a minute on a small board); "
+    print("edgecal: compiling kernels once for this machine (a few seconds, more on a small board); "
           "later runs load them from the cache and start at once", file=sys.stderr, flush=True)
 
 
