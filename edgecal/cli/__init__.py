@@ -14,11 +14,12 @@ import sys
 from typing import Sequence
 
 from .._jit import on_cold_compile
+from .ports import add_parsers as add_ports_parsers
 from .._version import __version__
 from ..errors import EdgecalError
 from ..formats import format_names
 from .common import terminal_safe
-from . import examples, files, onnx, ports, service, stream
+from . import examples, files, onnx, service, stream
 
 log = logging.getLogger("edgecal")
 
@@ -30,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     writer = argparse.ArgumentParser(add_help=False)
     writer.add_argument("--format", help=f"table format: {', '.join(format_names())} (default: from the --out suffix)")
     writer.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="format option, e.g. trt_version=100300")
-    for module in (files, examples, onnx, stream, service, ports):
+    for module in (files, examples, onnx, stream, service):
         module.add_parsers(sub, writer)
+    add_ports_parsers(sub, writer)
     return p
 
 

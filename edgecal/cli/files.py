@@ -293,6 +293,7 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     c.add_argument("--state", help="resume from and checkpoint to this state file")
     c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    c.add_argument("--json", action="store_true", help="print the result as JSON (schema in the README)")
     c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
     c.add_argument("--search", type=int, default=None, metavar="GROUPS",
                    help="with --model and ONNX Runtime: split the tensors into GROUPS runs in graph order and keep, "
@@ -301,7 +302,6 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
                         "is installed and no -p is given; 0 turns it off)")
     c.add_argument("--search-methods", default="percentile", metavar="M,M",
                    help="methods the search tries after -m (default percentile)")
-    c.add_argument("--json", action="store_true", help="print the result as JSON (schema in the README)")
     c.set_defaults(func=cmd_calibrate)
 
     chooser = argparse.ArgumentParser(add_help=False)
