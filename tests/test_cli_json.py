@@ -238,3 +238,20 @@ def test_check_json_with_onnx_runtime_has_the_common_head_and_the_table_tensors(
     assert doc["ok"] is True and doc["runtime"] == "onnxruntime" and doc["samples"] == 64
     assert doc["model"] == MODEL and doc["table"] == str(out)
     assert doc["tensors"] and {t["name"] for t in doc["tensors"]} <= set(load_table(out))
+
+
+def test_stream_push_json_names_what_the_device_acknowledged(exe, tmp_path, capsys):
+    """The C example device stores the pushed table: the document's size and CRC-32 are that file's."""
+    from link_helpers import Device
+
+    pushed, out = tmp_path / "pushed.ecal", tmp_path / "t.ecal"
+    dev = Device(exe, ["--table-out", str(pushed)], tmp_path / "truth.txt")
+    try:
+        doc = run_json(capsys, ["stream", "--port", dev.url, "-o", str(out), "--samples", "8", "-q", "-m", "minmax",
+                                "--push", "--json"])
+    finally:
+        dev.close()
+    held = pushed.read_bytes()
+    assert held == out.read_bytes()
+    assert doc["pushed"] == {"bytes": len(held), "crc32": int.from_bytes(held[-4:], "little")}
+    same_as_table(doc["tensors"], load_table(out))
