@@ -255,3 +255,32 @@ def test_stream_push_json_names_what_the_device_acknowledged(exe, tmp_path, caps
     assert held == out.read_bytes()
     assert doc["pushed"] == {"bytes": len(held), "crc32": int.from_bytes(held[-4:], "little")}
     same_as_table(doc["tensors"], load_table(out))
+
+
+def test_daemon_status_reports_a_damaged_table(tmp_path, capsys):
+    cfg = _daemon_config(tmp_path)
+    Calibrator(256).save_state(tmp_path / "state.ecst")
+    (tmp_path / "table.json").write_text('{"schema": 1, "tensors": [')
+    capsys.readouterr()
+    assert main(["daemon", "status", "--config", cfg, "--json"]) == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["checkpoint"]["errors"] == [] and doc["output"]["table"] is None
+    assert "table.json" in doc["output"]["error"] and err.count("\n") == 1 and "table.json" in err
+
+
+def test_daemon_status_text_names_the_files_and_the_state(tmp_path, capsys):
+    cfg = _daemon_config(tmp_path)
+    cal = Calibrator(256)
+    cal.observe("conv1", np.linspace(-2, 3, 50, dtype=np.float32))
+    cal.save_state(tmp_path / "state.ecst")
+    cal.compute("minmax").replace_meta(provenance={"daemon": {"samples": 7}}).save(tmp_path / "table.json")
+    capsys.readouterr()
+    assert main(["daemon", "status", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {tmp_path / 'state.ecst'}: written " in out and "previous not written yet" in out
+    assert f"resumes from {tmp_path / 'state.ecst'}: 1 tensors, 256 bins, 0 inputs consumed" in out
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("conv1"))
+    s = Calibrator.load_state(tmp_path / "state.ecst").stats("conv1")
+    assert row[1:4] == [str(s.samples), str(s.count), str(s.nonfinite)] and float(row[4]) == s.min
+    assert "1 tensors, created " in out and ", from 7 samples" in out

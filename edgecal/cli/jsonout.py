@@ -14,6 +14,9 @@ on stderr with exit code 2.
 >>> doc = json.loads(dumps(document("merge", out="m.ecst", worst=float("-inf"))))
 >>> doc["command"], doc["ok"], doc["worst"]
 ('merge', True, '-inf')
+>>> import numpy as np
+>>> dumps({"n": np.int64(3), "x": np.float32(np.inf)}).split()
+['{', '"n":', '3,', '"x":', '"inf"', '}']
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def document(command: str, ok: bool = True, **fields: Any) -> dict[str, Any]:
 
 
 def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by its name, recursively."""
+    """``value`` with numpy scalars as Python numbers and every non-finite float replaced by its name, recursively."""
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+        value = value.item()  # numpy scalar (a method parameter, a statistic) -> int / float / bool
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):

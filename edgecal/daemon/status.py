@@ -78,7 +78,7 @@ def _load_checkpoint(path: Path) -> tuple[Calibrator | None, str | None, list[st
             continue
         try:
             return Calibrator.load_state(candidate), str(candidate), errors
-        except Exception as err:  # as the daemon's load_checkpoint: any failure to rebuild it is damage
+        except Exception as err:  # noqa: BLE001  as the daemon's load_checkpoint: any failure is damage
             text = f"{type(err).__name__}: {err}"
             errors.append(text if str(candidate) in text else f"{candidate}: {text}")
     return None, None, errors
