@@ -54,7 +54,8 @@ def test_clean_stream_over_a_pty_equals_the_direct_table(exe, device, tmp_path, 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert stream("--port", dev.url, "--out", out, "--timeout", 5) == 0
     captured = capsys.readouterr()
-    assert "\r\x1b[Kedgecal: 40 samples, 200 tensors, " in captured.err and "0 frames lost, 0 corrupt" in captured.err
+    assert "edgecal: 40 samples (" in captured.err and ", 200 tensors, " in captured.err and "\x1b[K" in captured.err
+    assert "  link: 0 frames lost, 0 corrupt" in captured.err
     assert "streamed 40 complete samples" in captured.out
     truth = read_truth(dev.truth)
     assert len(truth.intact) == 40 * 5 and not truth.damaged

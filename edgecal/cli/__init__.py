@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Sequence
 
+from .._jit import on_cold_compile
+from .ports import add_parsers as add_ports_parsers
 from .._version import __version__
 from ..errors import EdgecalError
 from ..formats import format_names
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     writer.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="format option, e.g. trt_version=100300")
     for module in (files, examples, onnx, stream, service, report):
         module.add_parsers(sub, writer)
+    add_ports_parsers(sub, writer)
     return p
 
 
@@ -41,6 +44,11 @@ class _StderrFormatter(logging.Formatter):
         return f"edgecal: {record.levelname.lower()}: {terminal_safe(record.getMessage())}"
 
 
+def _compile_notice() -> None:
+    print("edgecal: compiling kernels once for this machine (a few seconds, more on a small board); "
+          "later runs load them from the cache and start at once", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.WARNING)
     log.propagate = False
+    on_cold_compile(_compile_notice)
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,11 @@ def say(*parts: object) -> None:
     print(terminal_safe("".join(str(p) for p in parts)))
 
 
-def print_rows(rows: list[tuple[str, ...]]) -> None:
+def print_rows(rows: Sequence[Sequence[str]]) -> None:
     """Aligned columns; every cell escaped by `terminal_safe`, so a tensor name cannot move the cursor or add a line."""
-    rows = [tuple(terminal_safe(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
+    safe = [tuple(terminal_safe(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in safe) for i in range(len(safe[0]))]
+    for r in safe:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from ..errors import InputError
 from ..formats import load_table
 from ..reference.requant import ROUNDINGS
 from .common import db, fmt, pct, print_rows, terminal_safe
+from .jsonout import emit
 from .onnx import add_quantize_options
 
 
@@ -86,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         labels = arrays.pop(args.labels)
     report = check_model(graph, table, feeds_from(graph, arrays, args.data), labels, args.rounding)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        emit("check", model=args.model, table=args.table, runtime="edgecal", **report.to_dict())
         return 0
     print(f"edgecal check: {args.model} with {args.table}, {report.samples} samples, rounding {report.rounding}")
     if report.float_accuracy is not None:

@@ -25,6 +25,7 @@ from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
 from .common import (Progress, Terminated, fmt, key_values, mb, method_params, on_sigterm, open_state, output_spec,
                      print_rows, say)
+from .jsonout import emit, state_fields, table_fields
 from .onnx import RUNTIMES
 
 
@@ -77,11 +78,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if table is None:
         table = cal.compute(method.name, scheme=args.scheme, **params)
     table.save(args.out, format=out_format.name, **options)
+    _report_calibrated(args, table, (out_format.name, method.name, runtime), (used, skipped))
+    return 0
+
+
+def _report_calibrated(args: argparse.Namespace, table: CalibrationTable, how: tuple[str, str, str | None],
+                       files: tuple[int, int]) -> None:
+    """The summary line, or with --json the table as written.
+
+    ``how``: (format, method, runtime or None); ``files``: (used, already in the state).
+    """
+    (out_format, method, runtime), (used, skipped) = how, files
+    if args.json:
+        emit("calibrate", out=args.out, format=out_format, method=method, scheme=args.scheme, runtime=runtime,
+             files_used=used, files_skipped=skipped, state=args.state, **table_fields(table))
+        return
     note = f", {skipped} already in {args.state}" if skipped else ""
     via = f" (runtime {runtime})" if runtime else ""
-    print(f"calibrated {len(table)} tensors from {used} files{note} with {method.name}{via} -> {args.out} "
-          f"({out_format.name})")
-    return 0
+    print(f"calibrated {len(table)} tensors from {used} files{note} with {method}{via} -> {args.out} "
+          f"({out_format})")
 
 
 def _calibrate_on_dask(args: argparse.Namespace, method: str, params: dict[str, Any], out_format: str,
@@ -206,9 +221,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     if _is_state(path):
         if args.against:
             raise InputError(f"{path} is a state; --against compares a table with a reference, expected a table")
-        _show_state(path, Calibrator.load_state(path))
+        cal = Calibrator.load_state(path)
+        if args.json:
+            emit("show", path=str(path), kind="state", **state_fields(cal))
+        else:
+            _show_state(path, cal)
         return 0
     table = load_table(path)
+    if args.json:
+        return _show_json(path, table, args)
     _show_table(path, table)
     if args.against:
         _check_against(path, table, Path(args.against), args)
@@ -222,9 +243,27 @@ def _check_against(path: Path, table: CalibrationTable, ref_path: Path, args: ar
     for name, why in found:
         say(f"disagrees: {name!r}: {why}")
     if found:
-        raise InputError(f"{path}: {len(found)} tensors disagree with {ref_path}; expected the float32 scales of "
-                         f"all {len(reference)} to match")
+        raise _disagree(path, found, ref_path, reference)
     say(f"{path} agrees with {ref_path}: {len(reference)} tensors, identical float32 scales amax/127")
+
+
+def _show_json(path: Path, table: CalibrationTable, args: argparse.Namespace) -> int:
+    """``show --json``: the table; with --against its disagreements too (``ok`` false and exit 2 when any)."""
+    if not args.against:
+        emit("show", path=str(path), kind="table", **table_fields(table))
+        return 0
+    reference = _table_or_state(Path(args.against), args)
+    found = disagreements(table, reference)
+    emit("show", ok=not found, path=str(path), kind="table", against=args.against,
+         disagreements=[{"name": name, "why": why} for name, why in found], **table_fields(table))
+    if found:
+        raise _disagree(path, found, args.against, reference)
+    return 0
+
+
+def _disagree(path: Path, found: list[Any], ref_path: Any, reference: CalibrationTable) -> InputError:
+    return InputError(f"{path}: {len(found)} tensors disagree with {ref_path}; expected the float32 scales of "
+                      f"all {len(reference)} to match")
 
 
 def _show_table(path: Path, table: CalibrationTable) -> None:
@@ -252,6 +291,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     check_writable(args.out)
     merged = merge_state_files(args.states)  # one state at a time: bounded memory for thousands of inputs
     merged.save_state(args.out)
+    if args.json:
+        emit("merge", out=args.out, states=list(args.states), **state_fields(merged))
+        return 0
     say(f"merged {len(args.states)} states ({len(merged.names())} tensors) -> {args.out}")
     return 0
 
@@ -274,6 +316,7 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     c.add_argument("--state", help="resume from and checkpoint to this state file")
     c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    c.add_argument("--json", action="store_true", help="print the result as JSON (schema in the README)")
     c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
     c.add_argument("--search", type=int, default=None, metavar="GROUPS",
                    help="with --model and ONNX Runtime: split the tensors into GROUPS runs in graph order and keep, "
@@ -306,9 +349,11 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     s.add_argument("--against", metavar="TABLE|STATE",
                    help="check that TABLE (e.g. a TensorRT cache, which has no checksum) holds the same float32 "
                    "scales as this table or state; one line per disagreeing tensor, exit 2 if any")
+    s.add_argument("--json", action="store_true", help="print the table or state as JSON (schema in the README)")
     s.set_defaults(func=cmd_show)
 
     m = sub.add_parser("merge", help="merge state files (exact)")
     m.add_argument("states", nargs="+", metavar="STATE")
     m.add_argument("-o", "--out", required=True)
+    m.add_argument("--json", action="store_true", help="print the merged state as JSON (schema in the README)")
     m.set_defaults(func=cmd_merge)

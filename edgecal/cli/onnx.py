@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..formats import load_table
 from ..model.graph import Graph, MissingExtraError, load_graph
 from ..model.ort_quant import ACTIVATIONS, INSTALL, import_ort
 from .common import db, fmt, pct, print_rows, say, terminal_safe
+from .jsonout import emit
 
 RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
 
@@ -172,8 +172,8 @@ def cmd_check_onnxruntime(args: argparse.Namespace) -> int:
         report = check_onnx(args.model, int8, batches(), labels)
     weights = "per-tensor" if args.per_tensor else "per-channel"
     if args.json:
-        print(json.dumps({**report.to_dict(), "activations": args.activations, "weights": weights},
-                         indent=2, sort_keys=True))
+        emit("check", model=args.model, table=args.table, **report.to_dict(), activations=args.activations,
+             weights=weights)
         return 0
     print(f"edgecal check: {args.model} with {args.table}, {report.samples} samples, runtime onnxruntime "
           f"({args.activations} activations, {weights} weights)")

@@ -12,51 +12,25 @@ from ..calibrator import DEFAULT_BINS
 from ..errors import InputError
 from ..methods import DEFAULT_METHOD, method_names
 from ..table import CalibrationTable
-from .common import Progress, mb, open_state, output_spec, print_rows
+from .common import open_state, output_spec, print_rows
+from .jsonout import emit, table_fields
+from .live import LiveView
+from .ports import list_ports, pick_port
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from ..link import SerialHost, StopRequested, StreamSession
-    from ..link.errors import LinkError
+    from ..link import SerialHost, StopRequested
 
+    port = pick_port(list_ports()) if args.port == "auto" else args.port
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    src = SerialHost(args.port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
-                       max_sample_bytes=args.max_sample_bytes, stop=stop)
+    src = SerialHost(port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
+                     max_sample_bytes=args.max_sample_bytes, stop=stop)
     try:
         if args.list:
-            _print_device(args.port, src.open())
+            _print_device(port, src.open(), args.json)
             return 0
-        method, params, out_format, options = _stream_outputs(args)
-        cal = open_state(args.state, args.bins)
-        info = src.open()
-        progress = Progress(not args.quiet)
-        tensors = [t for t in args.tensors.split(",") if t] if args.tensors else None
-        session = StreamSession(
-            src, cal, tensors=tensors, samples=args.samples, duration=args.duration, stop=stop,
-            on_progress=lambda p: progress.update(_stream_line(p)), max_loss=args.max_loss / 100.0,
-            checkpoint=(lambda: cal.save_state(args.state)) if args.state else None,
-            checkpoint_every=args.checkpoint_every,
-        )
-        result = session.run()
-        progress.update(_stream_line(session.progress()), force=True)  # the final figures, not a throttled one
-        progress.done()
-        if args.state:
-            cal.save_state(args.state)
-        if not cal.names():
-            raise InputError(f"{args.port}: no intact tensor arrived ({result.reason}); nothing to calibrate")
-        table = cal.compute(method.name, **params).replace_meta(provenance={"link": result.provenance})
-        table.save(args.out, format=out_format.name, **options)
-        p = result.provenance
-        print(f"streamed {result.samples} complete samples from {args.port} ({info.hello.firmware}; {result.reason}): "
-              f"{p['tensors_used']} tensors used, {p['tensors_discarded']} discarded, {p['frames_missing']} frames "
-              f"lost, {p['frames_corrupt']} corrupt; {method.name} table of {len(table)} tensors -> {args.out}")
-        if args.push:
-            if result.reason == "device-gone":
-                raise LinkError(f"{args.port}: cannot push the table, the device is gone (the table is in {args.out})")
-            size, crc = src.push_table(_ecal(table))
-            print(f"pushed the table to the device: {size} bytes, CRC-32 0x{crc:08x}, accepted")
-        return 0
+        return _stream(args, port, src, stop)
     except StopRequested:
         print("edgecal: interrupted before streaming began; nothing written", file=sys.stderr)
         return 130
@@ -64,6 +38,65 @@ def cmd_stream(args: argparse.Namespace) -> int:
         src.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _stream(args: argparse.Namespace, port: str, src: Any, stop: threading.Event) -> int:
+    """Stream into the state, write the table, push it when asked; the summary on stdout."""
+    from ..link import StreamSession
+    from ..link.errors import LinkError
+
+    method, params, out_format, options = _stream_outputs(args)
+    cal = open_state(args.state, args.bins)
+    info = src.open()
+    view = LiveView(cal, mode=_view_mode(args), every=args.log_every)
+    tensors = [t for t in args.tensors.split(",") if t] if args.tensors else None
+    session = StreamSession(
+        src, cal, tensors=tensors, samples=args.samples, duration=args.duration, stop=stop,
+        on_progress=view.update, max_loss=args.max_loss / 100.0,
+        checkpoint=(lambda: cal.save_state(args.state)) if args.state else None,
+        checkpoint_every=args.checkpoint_every,
+    )
+    result = session.run()
+    view.done(session.progress())  # the final figures, not a throttled one
+    if args.state:
+        cal.save_state(args.state)
+    if not cal.names():
+        raise InputError(f"{port}: no intact tensor arrived ({result.reason}); nothing to calibrate")
+    table = cal.compute(method.name, **params).replace_meta(provenance={"link": result.provenance})
+    table.save(args.out, format=out_format.name, **options)
+    pushed = None
+    if args.push:
+        if result.reason == "device-gone":
+            raise LinkError(f"{port}: cannot push the table, the device is gone (the table is in {args.out})")
+        size, crc = src.push_table(_ecal(table))
+        pushed = {"bytes": size, "crc32": crc}
+    _report(args, port, info, result, table, (method.name, out_format.name, pushed))
+    return 0
+
+
+def _report(args: argparse.Namespace, port: str, info: Any, result: Any, table: CalibrationTable,
+            how: tuple[str, str, dict[str, int] | None]) -> None:
+    """The summary lines, or with --json one document; ``how``: (method, format, push result or None)."""
+    method, out_format, pushed = how
+    p = result.provenance
+    if args.json:
+        emit("stream", port=port, firmware=info.hello.firmware, reason=result.reason, samples=result.samples,
+             out=args.out, format=out_format, method=method, pushed=pushed, **table_fields(table))
+        return
+    print(f"streamed {result.samples} complete samples from {port} ({info.hello.firmware}; {result.reason}): "
+          f"{p['tensors_used']} tensors used, {p['tensors_discarded']} discarded, {p['frames_missing']} frames "
+          f"lost, {p['frames_corrupt']} corrupt; {method} table of {len(table)} tensors -> {args.out}")
+    if pushed:
+        print(f"pushed the table to the device: {pushed['bytes']} bytes, CRC-32 0x{pushed['crc32']:08x}, accepted")
+
+
+def _view_mode(args: argparse.Namespace) -> str:
+    """``off`` with --quiet, ``live`` on a terminal or with --progress, else ``log``."""
+    if args.quiet:
+        return "off"
+    if args.progress or sys.stderr.isatty():
+        return "live"
+    return "log"
 
 
 def _ecal(table: CalibrationTable) -> bytes:
@@ -80,25 +113,27 @@ def _stream_outputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any,
     return output_spec(args)
 
 
-def _stream_line(p: dict[str, Any]) -> str:
-    return (f"edgecal: {p['samples']} samples, {p['tensors']} tensors, {mb(p['bytes_per_s'])}/s, "
-            f"{p['frames_missing']} frames lost, {p['frames_corrupt']} corrupt, {p['discarded']} tensors discarded")
-
-
-def _print_device(port: str, info: Any) -> None:
+def _print_device(port: str, info: Any, as_json: bool) -> None:
     h = info.hello
+    tensors = [{"id": t.id, "name": t.name, "dtype": t.dtype.name, "shape": list(t.shape), "bytes": t.nbytes}
+               for t in info.tensors]
+    if as_json:
+        emit("stream", port=port, firmware=h.firmware, protocol=h.version, model_hash=h.model_hash,
+             max_payload=h.max_payload, boot_id=h.boot_id, tensors=tensors)
+        return
     print(f"{port}: {h.firmware or 'firmware'}, link protocol {h.version}, model {h.model_hash}, "
           f"max payload {h.max_payload}, boot id {h.boot_id}")
     rows = [("id", "tensor", "dtype", "shape", "bytes")]
-    for t in info.tensors:
-        rows.append((str(t.id), t.name, t.dtype.name, "x".join(map(str, t.shape)) or "scalar", str(t.nbytes)))
+    for t in tensors:
+        rows.append((str(t["id"]), t["name"], t["dtype"], "x".join(map(str, t["shape"])) or "scalar", str(t["bytes"])))
     print_rows(rows)
 
 
 def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
     st = sub.add_parser("stream", parents=[writer], help="calibrate from a device on a serial link (firmware_interface)")
     st.add_argument("--port", required=True, metavar="URL",
-                    help="serial port or pyserial URL: /dev/ttyACM0, /dev/serial/by-id/..., socket://host:port, rfc2217://...")
+                    help="serial port or pyserial URL: /dev/ttyACM0, /dev/serial/by-id/..., socket://host:port, "
+                         "rfc2217://...; auto: the one port of a known board (see edgecal ports)")
     st.add_argument("-o", "--out", help="table to write (not needed with --list)")
     st.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600; USB-CDC ignores it)")
     stop_at = st.add_mutually_exclusive_group()
@@ -121,4 +156,9 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
                     help="warn when more tensors than this are lost (default 1)")
     st.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
     st.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    st.add_argument("--progress", action="store_true",
+                    help="the live view (rate, link losses, samples per tensor) even when stderr is not a terminal")
+    st.add_argument("--log-every", type=float, default=10.0, metavar="SECONDS",
+                    help="when stderr is not a terminal: one progress line every SECONDS (default 10)")
+    st.add_argument("--json", action="store_true", help="print the result (or --list) as JSON (schema in the README)")
     st.set_defaults(func=cmd_stream)

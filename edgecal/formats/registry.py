@@ -34,6 +34,8 @@ class Format:
     sniff: Callable[[bytes], bool] | None = None
     description: str = ""
     options: Mapping[str, type] = field(default_factory=dict)
+    #: checks the typed options as a whole before any work (e.g. that a file they name reads)
+    check: Callable[[Mapping[str, Any]], Any] | None = None
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """``options`` converted to their kinds (see `edgecal.typed_value`); `InputError` for an unknown or bad one."""
@@ -41,7 +43,10 @@ class Format:
         if unknown:
             accepted = ", ".join(f"{k} ({v.__name__})" for k, v in self.options.items()) or "none"
             raise InputError(f"format {self.name!r} has no option {unknown[0]!r}; accepted: {accepted}")
-        return {k: typed_value(v, self.options[k], f"format {self.name!r} option {k!r}") for k, v in options.items()}
+        typed = {k: typed_value(v, self.options[k], f"format {self.name!r} option {k!r}") for k, v in options.items()}
+        if self.check is not None:
+            self.check(typed)
+        return typed
 
 
 _FORMATS: dict[str, Format] = {}
