@@ -24,16 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EdgecalError, InputError
+from ..errors import InputError, MissingExtraError
 from .budget import DEFAULT_BUDGET, MemoryBudget
 from .initializers import MalformedModelError, UnsafeModelError, tensor_array
 
 OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
        "Reshape")
-
-
-class MissingExtraError(EdgecalError, ImportError):
-    """An optional package edgecal needs for this feature is not installed."""
 
 
 def import_onnx() -> Any:
