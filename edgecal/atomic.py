@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import InputError, WriteError
+from .errors import WriteError
 from .regular_file import kind_of
 
 _TMP = ".{name}.edgecal-{pid}-"

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError
 from .tomllines import key_lines
 
 __all__ = ["REQUIRED", "ConfigError", "Field", "at_least", "between", "check_table", "fields_of", "key_lines",

@@ -133,9 +133,10 @@ def _unsupported_problem(node: Node, spec: OpSpec, constants: dict[str, np.ndarr
 
 
 def _check_node(node: Node, constants: dict[str, np.ndarray]) -> None:
-    if node.op not in OPS:
-        raise InputError(f"{node.where()}: op {node.op} is not supported; supported ops: {', '.join(OPS)}")
-    spec = get_op(node.op)
+    try:
+        spec = get_op(node.op)
+    except InputError as err:
+        raise InputError(f"{node.where()}: {err}") from None
     bad = _malformed_problem(node, spec, constants)
     if bad:
         raise MalformedModelError(f"{node.where()}: {bad}")

@@ -69,10 +69,14 @@ class Int8Model:
         e = self.table[tensor]
         return QParams(float(np.float32(e.scale)), int(e.zero_point))
 
-    def constant(self, node: Node, k: int, what: str) -> np.ndarray | None:
-        """Input ``k`` of ``node`` as float32 (None when absent); `InputError` when it is not a constant."""
+    def optional_constant(self, node: Node, k: int, what: str) -> np.ndarray | None:
+        """Input ``k`` of ``node`` as float32, None when absent; `InputError` when it is not a constant."""
         if len(node.inputs) <= k or not node.inputs[k]:
             return None
+        return self.constant(node, k, what)
+
+    def constant(self, node: Node, k: int, what: str) -> np.ndarray:
+        """Input ``k`` of ``node`` (one its arity requires) as float32; `InputError` when it is not a constant."""
         if node.inputs[k] not in self.graph.constants:
             raise InputError(f"{node.where()}: {what} {node.inputs[k]!r} must be a constant for int8 lowering")
         return np.asarray(self.graph.constants[node.inputs[k]], dtype=np.float32)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..config import Field
-from ..errors import SourceError, SourceExhausted, UnknownNameError
+from ..errors import SourceError, SourceExhausted, UnknownNameError  # noqa: F401  (the first two: re-exported)
 
 
 @dataclass

@@ -15,6 +15,7 @@ without the node, which the reader prefixes) or None.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
@@ -124,4 +125,7 @@ def get_op(op: str) -> OpSpec:
     return spec
 
 
-from . import conv, gemm, elementwise, pool, shape_ops  # noqa: E402,F401  (each registers its ops, in this order)
+#: the built-in op families; each registers its ops when imported, and this order is the order of `OPS`
+FAMILIES = ("conv", "gemm", "elementwise", "pool", "shape_ops")
+for _family in FAMILIES:
+    importlib.import_module(f"{__name__}.{_family}")

@@ -60,7 +60,7 @@ def lower(model: Int8Model, nodes: list[Node], extra_bias: Any, out: str) -> Ste
 
 def _conv_run(model: Int8Model, node: Node, q: tuple[QParams, QParams], act: tuple[int, int],
               extra_bias: Any) -> Callable[[np.ndarray], np.ndarray]:
-    (qi, qo), w, bias = q, model.constant(node, 1, "weight"), model.constant(node, 2, "bias")
+    (qi, qo), w, bias = q, model.constant(node, 1, "weight"), model.optional_constant(node, 2, "bias")
     if extra_bias is not None:
         bias = extra_bias.reshape(-1) if bias is None else bias + extra_bias.reshape(-1)
     group = int(node.attrs.get("group", 1))

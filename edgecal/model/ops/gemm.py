@@ -60,7 +60,7 @@ def _weights_and_bias(model: Int8Model, node: Node, extra_bias: Any) -> tuple[np
     w = model.constant(node, 1, "weight")
     alpha = np.float32(node.attrs.get("alpha", 1.0))
     w_nk = (w if node.attrs.get("transB", 0) else w.T) * alpha if node.op == "Gemm" else w.T
-    bias = model.constant(node, 2, "bias") if node.op == "Gemm" else None
+    bias = model.optional_constant(node, 2, "bias") if node.op == "Gemm" else None
     if bias is not None:
         bias = bias * np.float32(node.attrs.get("beta", 1.0))
     if extra_bias is not None:

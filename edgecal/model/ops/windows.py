@@ -19,7 +19,8 @@ def window(node: Node, kernel: tuple[int, int]) -> Window:
     """The sliding window of a Conv / pool node from its ONNX attributes."""
     a = node.attrs
     auto = a.get("auto_pad", "NOTSET")
-    padding = {"SAME_UPPER": "SAME", "SAME_LOWER": "SAME_LOWER", "VALID": "VALID"}.get(auto)
+    padding: str | tuple[int, int, int, int] | None = {"SAME_UPPER": "SAME", "SAME_LOWER": "SAME_LOWER",
+                                                        "VALID": "VALID"}.get(auto)
     if padding is None:
         pads = list(a.get("pads", [0, 0, 0, 0]))
         padding = (pads[0], pads[1], pads[2], pads[3])
