@@ -7,14 +7,19 @@ names this op; importing the module is all it takes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgecal import reference as ref
+from edgecal.model.graph import Node
+from edgecal.model.int8_run import Int8Model
 from edgecal.model.lowering import Step
 from edgecal.model.ops import OpSpec, register_op
 
 
-def lower(model, nodes, extra_bias, out):
+def lower(model: Int8Model, nodes: list[Node], extra_bias: Any, out: str) -> Step:
+    """One int8 step: ``in_zp - q`` requantized by s_in / s_out to the output's own parameters."""
     node = nodes[0]
     src = node.inputs[0]
     qi = model.qparams[src]
