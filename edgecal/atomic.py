@@ -20,15 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import InputError
+from .errors import WriteError
 from .regular_file import kind_of
 
 _TMP = ".{name}.edgecal-{pid}-"
 _STARTED = time.time()
-
-
-class WriteError(InputError, OSError):
-    """A file cannot be written where asked: an `InputError` for the CLI, an `OSError` for retrying callers."""
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:

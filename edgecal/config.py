@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import ConfigError
 from .tomllines import key_lines
 
 __all__ = ["REQUIRED", "ConfigError", "Field", "at_least", "between", "check_table", "fields_of", "key_lines",
@@ -40,10 +40,6 @@ __all__ = ["REQUIRED", "ConfigError", "Field", "at_least", "between", "check_tab
 REQUIRED = object()
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "a list"}
 Check = Callable[[Any], "str | None"]
-
-
-class ConfigError(InputError):
-    """A configuration file that cannot be used as written."""
 
 
 @dataclass(frozen=True)

@@ -405,3 +405,12 @@ def expected_sqnr_db(pos_counts, neg_counts, width, vmin, vmax, scale, zero_poin
     if error == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / error)
+
+
+# -- op registry: the Neg op that tests/op_neg.py registers, one value at a time ----
+def neg_int8(q, in_zp: int, in_scale: float, out_scale: float, out_zp: int, rounding: str = "tflite") -> np.ndarray:
+    """int8 Neg as TFLite rescales: (in_zp - q) times the real multiplier float32(s_in) / float32(s_out), + out_zp."""
+    real = float(np.float32(in_scale) / np.float32(out_scale))
+    m, shift = quantize_multiplier(real, rounding == "tflite-single")
+    out = [requantize_one(in_zp - int(v), m, shift, np.float32(real), out_zp, -128, 127, rounding) for v in np.ravel(q)]
+    return np.array(out, np.int8).reshape(np.shape(q))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibrator import DEFAULT_BINS, Calibrator
-from ..errors import InputError
+from ..errors import InputError, Terminated
 from ..formats import Format, detect_format, get_format
 from ..methods import Method, get_method
 from ..text import printable
@@ -66,10 +66,6 @@ def mb(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n:.0f} B"
-
-
-class Terminated(Exception):
-    """SIGTERM arrived; handled like Ctrl-C."""
 
 
 def on_sigterm(signum: int, frame: Any) -> None:

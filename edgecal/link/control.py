@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
+from ..errors import StopRequested
 from .errors import FrameError, HandshakeTimeout, LinkError, ProtocolVersionError, TablePushError
 from .frames import (ACK, ERROR, F_BOOT, F_LAST, HELLO, HELLO_ACK, LIST_REQ, LOG, MAX_TENSORS, MIN_PAYLOAD,
                      PAYLOAD_LIMIT, PROTOCOL_VERSION, STATS, TABLE_ACK, TABLE_CHUNK, TABLE_STATUS, TENSOR_INFO, Frame,
@@ -31,10 +32,6 @@ class DeviceInfo(NamedTuple):
 
     hello: HelloAck
     tensors: list[TensorInfo]
-
-
-class StopRequested(Exception):
-    """The caller's stop event was set while the link was waiting."""
 
 
 class DeviceLink:

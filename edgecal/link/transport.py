@@ -11,6 +11,7 @@ from typing import Any
 
 import serial
 
+from ..errors import Disconnected
 from .assembler import SeqTracker
 from .decoder import FrameDecoder
 from .frames import Frame, encode_frame
@@ -18,10 +19,6 @@ from .port import open_port, read_available
 
 READ_SIZE = 1 << 16
 READ_TIMEOUT = 0.02
-
-
-class Disconnected(Exception):
-    """The port failed (unplugged, hung up, write timed out)."""
 
 
 class Transport:

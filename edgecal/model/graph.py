@@ -1,10 +1,12 @@
 """`Graph`: a float ONNX model read with the ``onnx`` package (the ``onnx`` extra).
 
-Only the op subset the runners execute is accepted: Conv (2-D), Gemm, MatMul, Add,
-Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape. Any other
-op, or a supported op with an attribute the runners do not implement (3-D conv,
-``ceil_mode``, ``count_include_pad``, dilated pools, ``transA``), is refused when the
-model is read, with the op and the node named (`InputError`).
+Only the ops registered in `edgecal.model.ops` are accepted (built in: Conv (2-D),
+Gemm, MatMul, Add, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten,
+Reshape). Any other op, or a supported op with an attribute the runners do not
+implement (3-D conv, ``ceil_mode``, ``count_include_pad``, dilated pools, ``transA``),
+is refused when the model is read, with the op and the node named (`InputError`).
+The reader checks what every op shares (arity, one output, attribute types, 2-D
+windows) and leaves the rest to the op's own checks.
 
 A model that is not valid ONNX (an input no one produces, a node without output,
 attributes of the wrong type, tensors whose data does not match their shape, ...)
@@ -24,16 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EdgecalError, InputError
+from ..errors import InputError, MissingExtraError
 from .budget import DEFAULT_BUDGET, MemoryBudget
 from .initializers import MalformedModelError, UnsafeModelError, tensor_array
+from .ops import OPS, OpSpec, get_op
 
-OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
-       "Reshape")
-
-
-class MissingExtraError(EdgecalError, ImportError):
-    """An optional package edgecal needs for this feature is not installed."""
+__all__ = ["ATTRS", "OPS", "Graph", "MissingExtraError", "Node", "from_onnx", "import_onnx", "load_graph"]
 
 
 def import_onnx() -> Any:
@@ -86,9 +84,6 @@ def _shape(value_info: Any) -> tuple[int | None, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
 
 
-#: op -> (required inputs, most inputs); every op has exactly one output
-ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 2), "Add": (2, 2), "Relu": (1, 1), "Clip": (1, 3),
-         "MaxPool": (1, 1), "AveragePool": (1, 1), "GlobalAveragePool": (1, 1), "Flatten": (1, 1), "Reshape": (2, 2)}
 #: attribute -> (python type, expected length for lists or None for scalars, smallest value)
 ATTRS = {"kernel_shape": (int, 2, 1), "strides": (int, 2, 1), "dilations": (int, 2, 1), "pads": (int, 4, 0),
          "group": (int, None, 1), "transA": (int, None, 0), "transB": (int, None, 0), "axis": (int, None, None),
@@ -98,9 +93,9 @@ ATTRS = {"kernel_shape": (int, 2, 1), "strides": (int, 2, 1), "dilations": (int,
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
-def _attr_problem(key: str, value: Any) -> str | None:
-    """What makes attribute ``key`` invalid ONNX (wrong type, out of range), or None."""
-    kind, length, least = ATTRS[key]
+def _attr_problem(key: str, value: Any, kinds: dict[str, tuple[type, int | None, int | None]]) -> str | None:
+    """What makes attribute ``key`` invalid ONNX (wrong type, out of range) by its entry in ``kinds``, or None."""
+    kind, length, least = kinds[key]
     values = value if isinstance(value, list) else [value]
     if (length is None) == isinstance(value, list):
         return f"attribute {key}={value!r}; expected {'a list of integers' if length else f'one {kind.__name__}'}"
@@ -113,28 +108,19 @@ def _attr_problem(key: str, value: Any) -> str | None:
     return None
 
 
-def _malformed_problem(node: Node, constants: dict[str, np.ndarray]) -> str | None:
+def _malformed_problem(node: Node, spec: OpSpec, constants: dict[str, np.ndarray]) -> str | None:
     """What makes ``node`` invalid ONNX, which no runtime runs, or None."""
-    need, most = ARITY[node.op]
+    need, most = spec.arity
     if not need <= len(node.inputs) <= most or not all(node.inputs[:need]):
         return f"{len(node.inputs)} inputs {list(node.inputs)}; expected {need} to {most}, the first {need} named"
     if not node.outputs or not node.outputs[0]:
         return f"outputs {list(node.outputs)}; expected exactly one named output"
-    bad = next((p for p in (_attr_problem(k, v) for k, v in node.attrs.items() if k in ATTRS) if p), None)
-    if bad:
-        return bad
-    if node.op in ("MaxPool", "AveragePool") and "kernel_shape" not in node.attrs:
-        return "no kernel_shape attribute; expected two kernel sizes"
-    shape = constants.get(node.inputs[1]) if node.op == "Reshape" else None
-    if shape is not None and (shape.ndim != 1 or shape.dtype.kind not in "iu"):
-        return f"Reshape shape {node.inputs[1]!r} is {shape.dtype} {shape.shape}; expected a 1-D integer tensor"
-    for name in node.inputs[1:] if node.op == "Clip" else ():
-        if name in constants and (constants[name].size != 1 or constants[name].dtype.kind not in "fiu"):
-            return f"bound {name!r} is {constants[name].dtype} {constants[name].shape}; expected a real scalar"
-    return None
+    kinds = {**ATTRS, **spec.attrs}
+    bad = next((p for p in (_attr_problem(k, v, kinds) for k, v in node.attrs.items() if k in kinds) if p), None)
+    return bad or spec.malformed(node, constants)
 
 
-def _unsupported_problem(node: Node, constants: dict[str, np.ndarray]) -> str | None:
+def _unsupported_problem(node: Node, spec: OpSpec, constants: dict[str, np.ndarray]) -> str | None:
     """What valid ONNX in ``node`` the runners do not implement, or None."""
     a = node.attrs
     if len([o for o in node.outputs if o]) != 1:
@@ -143,29 +129,18 @@ def _unsupported_problem(node: Node, constants: dict[str, np.ndarray]) -> str | 
     if lengths:
         key = lengths[0]
         return f"attribute {key}={a[key]!r}; only 2-D windows are supported ({ATTRS[key][1]} values)"
-    if node.op == "Conv" and np.ndim(constants.get(node.inputs[1], np.zeros((1,) * 4))) != 4:
-        return "only 2-D convolutions are supported"
-    pool = node.op in ("MaxPool", "AveragePool")
-    if pool and (a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1]))):
-        return "ceil_mode and dilated pools are not supported"
-    if node.op == "AveragePool" and a.get("count_include_pad", 0):
-        return "count_include_pad=1 is not supported (TFLite excludes padding from the average)"
-    if node.op == "Gemm" and a.get("transA", 0):
-        return "Gemm with transA=1 is not supported"
-    if node.op == "Reshape" and node.inputs[1] not in constants:
-        return "Reshape needs a constant shape"
-    if node.op == "Clip" and any(n and n not in constants for n in node.inputs[1:]):
-        return "Clip bounds must be constants"
-    return None
+    return spec.unsupported(node, constants)
 
 
 def _check_node(node: Node, constants: dict[str, np.ndarray]) -> None:
-    if node.op not in OPS:
-        raise InputError(f"{node.where()}: op {node.op} is not supported; supported ops: {', '.join(OPS)}")
-    bad = _malformed_problem(node, constants)
+    try:
+        spec = get_op(node.op)
+    except InputError as err:
+        raise InputError(f"{node.where()}: {err}") from None
+    bad = _malformed_problem(node, spec, constants)
     if bad:
         raise MalformedModelError(f"{node.where()}: {bad}")
-    bad = _unsupported_problem(node, constants)
+    bad = _unsupported_problem(node, spec, constants)
     if bad:
         raise InputError(f"{node.where()}: {bad}")
 

@@ -19,18 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EdgecalError, InputError
-
-class MalformedModelError(EdgecalError, ValueError):
-    """A model that is not valid ONNX (bad tensor data, dangling inputs, ...), which no runtime can run.
-
-    Not an `InputError` on purpose: ``--runtime auto`` hands a model edgecal's runner
-    does not support to ONNX Runtime on an `InputError`, and a broken model must stop here.
-    """
-
-
-class UnsafeModelError(EdgecalError, PermissionError):
-    """A model whose external data points outside its own folder (refused, never read)."""
+from ..errors import InputError, MalformedModelError, UnsafeModelError
 
 
 #: ONNX data type -> (numpy dtype, name, typed field holding the values when not raw)

@@ -15,109 +15,20 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..errors import InputError
-from ..reference.geometry import Window
 from .graph import Graph, Node
+from .ops import get_op
+from .ops.shape_ops import flatten_shape, reshape_shape
+from .ops.windows import window
+
+__all__ = ["Plan", "Shape", "flatten_shape", "node_shape", "plan", "reshape_shape", "window"]
 
 Shape = tuple[int, ...]
 F32 = 4
 
 
-def window(node: Node, kernel: tuple[int, int]) -> Window:
-    """The sliding window of a Conv / pool node from its ONNX attributes."""
-    a = node.attrs
-    auto = a.get("auto_pad", "NOTSET")
-    padding = {"SAME_UPPER": "SAME", "SAME_LOWER": "SAME_LOWER", "VALID": "VALID"}.get(auto)
-    if padding is None:
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        padding = (pads[0], pads[1], pads[2], pads[3])
-    return Window.of(kernel, tuple(a.get("strides", (1, 1))), tuple(a.get("dilations", (1, 1))), padding)
-
-
-def flatten_shape(node: Node, shape: Shape) -> tuple[int, int]:
-    axis = int(node.attrs.get("axis", 1))
-    if not -len(shape) <= axis <= len(shape):
-        raise InputError(f"{node.where()}: axis {axis} for an input of shape {shape}; "
-                         f"expected -{len(shape)} to {len(shape)}")
-    axis %= len(shape) + 1
-    return math.prod(shape[:axis]), math.prod(shape[axis:])
-
-
-def reshape_shape(node: Node, shape: Shape, target: np.ndarray) -> Shape:
-    """The output shape of Reshape to ``target`` (0 copies the input's size unless allowzero, -1 is inferred)."""
-    want = [int(s) for s in np.asarray(target).reshape(-1)]
-    if not node.attrs.get("allowzero", 0):
-        want = [shape[i] if s == 0 and i < len(shape) else s for i, s in enumerate(want)]
-    total, known = math.prod(shape), math.prod(s for s in want if s != -1)
-    free = want.count(-1)
-    fits = total == known if free == 0 else known > 0 and total % known == 0
-    ok = free <= 1 and min(want, default=0) >= -1 and fits
-    if not ok:
-        raise InputError(f"{node.where()}: cannot reshape {tuple(shape)} to {tuple(np.asarray(target).tolist())}")
-    return tuple(total // known if s == -1 else s for s in want)
-
-
-def _matmul(node: Node, a: Shape, b: Shape) -> Shape:
-    if not a or not b:
-        raise InputError(f"{node.where()}: shapes do not match ({a} and {b}; expected at least 1-D)")
-    a2, b2 = (a if len(a) > 1 else (1, *a)), (b if len(b) > 1 else (*b, 1))
-    try:
-        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
-    except ValueError:
-        batch = None
-    if batch is None or a2[-1] != b2[-2]:
-        raise InputError(f"{node.where()}: shapes do not match ({a} times {b})")
-    return tuple(batch) + (a2[-2],) * (len(a) > 1) + (b2[-1],) * (len(b) > 1)
-
-
-def _broadcast(node: Node, *shapes: Shape) -> Shape:
-    try:
-        return tuple(np.broadcast_shapes(*shapes))
-    except ValueError:
-        shown = " and ".join(map(str, shapes))
-        raise InputError(f"{node.where()}: shapes do not match ({shown} do not broadcast)") from None
-
-
-def _windowed(node: Node, x: Shape, kernel: Shape, channels: int) -> tuple[Shape, int]:
-    oh, ow, (top, left, bottom, right) = window(node, (kernel[0], kernel[1])).resolve(x[2], x[3])
-    padded = x[0] * x[1] * (x[2] + top + bottom) * (x[3] + left + right)
-    return (x[0], channels, oh, ow), padded
-
-
-def _conv(node: Node, x: Shape, w: Shape) -> tuple[Shape, list[int]]:
-    group = int(node.attrs.get("group", 1))
-    if len(x) != 4 or len(w) != 4 or x[1] != w[1] * group or w[0] % group:
-        raise InputError(f"{node.where()}: input {x} and weights {w} (group {group}) do not match")
-    out, padded = _windowed(node, x, w[2:], w[0])
-    return out, [padded, x[0] * x[1] * out[2] * out[3] * w[2] * w[3]]  # padded input, gathered windows
-
-
 def node_shape(node: Node, s: list[Shape], constants: Mapping[str, np.ndarray]) -> tuple[Shape, list[int]]:
-    """(output shape, element counts of the temporary arrays the float runner makes) of ``node``."""
-    op, x = node.op, s[0]
-    if op == "Conv":
-        return _conv(node, x, s[1])
-    if op in ("MaxPool", "AveragePool"):
-        if len(x) != 4:
-            raise InputError(f"{node.where()}: pools need a 4-D NCHW input, found shape {x}")
-        out, padded = _windowed(node, x, tuple(node.attrs["kernel_shape"]), x[1])
-        return out, [padded]
-    if op == "Gemm":
-        b = s[1][::-1] if node.attrs.get("transB", 0) else s[1]
-        if len(x) != 2 or len(b) != 2 or x[1] != b[0]:
-            trans = node.attrs.get("transB", 0)
-            raise InputError(f"{node.where()}: shapes do not match ({x} times {s[1]}, transB {trans})")
-        return _broadcast(node, (x[0], b[1]), *s[2:]), []
-    if op == "MatMul":
-        return _matmul(node, x, s[1]), []
-    if op == "Add":
-        return _broadcast(node, x, s[1]), []
-    if op == "GlobalAveragePool":
-        return x[:2] + (1,) * (len(x) - 2), []
-    if op == "Flatten":
-        return flatten_shape(node, x), []
-    if op == "Reshape":
-        return reshape_shape(node, x, constants[node.inputs[1]]), []
-    return x, []  # Relu, Clip
+    """(output shape, element counts of the temporary arrays the float runner makes) of ``node``, by its op."""
+    return get_op(node.op).shape(node, s, constants)
 
 
 @dataclass(frozen=True)

@@ -46,16 +46,12 @@ from typing import Sequence
 import numpy as np
 
 from .._jit import kernel
-from ..errors import EdgecalError, InputError
+from ..errors import InputError, Int32OverflowError
 
 ROUNDINGS = ("tflite", "tflite-single", "onnx")
 _MODE = {name: i for i, name in enumerate(ROUNDINGS)}
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT8_MIN, INT8_MAX = -128, 127
-
-
-class Int32OverflowError(EdgecalError, OverflowError):
-    """An accumulator or a fixed-point product that would leave int32 (TFLite would wrap silently)."""
 
 
 def check_rounding(rounding: str) -> int:

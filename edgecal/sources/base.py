@@ -27,15 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..config import Field
-from ..errors import EdgecalError, UnknownNameError
-
-
-class SourceError(EdgecalError, OSError):
-    """A transient failure (device gone, peer closed); the daemon reopens with backoff."""
-
-
-class SourceExhausted(EdgecalError):
-    """The source has delivered everything it ever will."""
+from ..errors import SourceError, SourceExhausted, UnknownNameError  # noqa: F401  (the first two: re-exported)
 
 
 @dataclass

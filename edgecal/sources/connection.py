@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ClientError
 from ..link.assembler import ReceivedSample, SampleAssembler, SeqTracker
 from ..link.decoder import FrameDecoder
 from ..link.errors import FrameError
@@ -24,10 +25,6 @@ from ..link.frames import (MAX_TENSORS, PROTOCOL_VERSION, SAMPLE_END, TENSOR_CHU
 
 TALLIES = ("samples", "samples_partial", "tensors_used", "tensors_discarded", "bad_chunks", "frames_ignored",
            "bytes_received")
-
-
-class ClientError(Exception):
-    """A connection broke the protocol or a cap; it is closed and counted."""
 
 
 @dataclass(frozen=True)
