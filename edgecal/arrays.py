@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, cast
 
 import numpy as np
 
@@ -170,8 +170,10 @@ def expand_inputs(paths: list[str | os.PathLike[str]]) -> list[Path]:
             raise InputError(f"{p}: not a regular file or folder")
         else:
             raise InputError(f"{p}: no such file or folder")
-    seen: set[Path] = set()
-    return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique: dict[Path, Path] = {}
+    for f in out:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def tensor_name(path: str | os.PathLike[str], numbered_by_folder: bool = False) -> str:
@@ -276,7 +278,7 @@ def _member_opener(p: Path, member: str) -> Callable[[], IO[bytes]]:
         raw = open_regular(p, "array file")
         try:
             zf = zipfile.ZipFile(raw)
-            return _ZipMember(raw, zf, zf.open(member))
+            return cast(IO[bytes], _ZipMember(raw, zf, zf.open(member)))
         except _DAMAGE + (KeyError,) as err:
             raw.close()
             raise InputError(f"{p}[{member}]: cannot read ({_why(err)}); expected an intact .npz") from err

@@ -55,7 +55,7 @@ class Field:
             value = float(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
             return value, f"expected {_TYPE_NAMES.get(self.type, self.type.__name__)}, found {_short(value)}"
-        if self.type is float and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return value, f"expected a finite number, found {value!r}"
         if self.check is None:
             return value, None
@@ -131,11 +131,16 @@ def _tomllib() -> Any:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         try:
-            import tomli as tomllib
+            import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
             raise ConfigError("reading a TOML config on Python 3.10 needs the tomli package, which is missing; "
                               "expected it installed with edgecal: pip install 'tomli>=1.1'") from None
     return tomllib
+
+
+def _line_of(lines: Mapping[tuple[str, int, str], int], table: str, index: int) -> Callable[[str], int | None]:
+    """The line of a key of the ``index``-th ``[table]`` (or ``[[table]]``), None when unknown."""
+    return lambda key: lines.get((table, index, key))
 
 
 def check_table(values: Mapping[str, Any], fields: Mapping[str, Field], where: str,
@@ -193,10 +198,10 @@ def parse_config(text: str, schema: Schema) -> dict[str, Any]:
                 raise ConfigError(f"{table_line(table)}[[{table}]]: expected an array of tables (write [[{table}]] "
                                   f"headers), found {_short(value)}")
             out[table] = [check_table(v, fields(v) if callable(fields) else fields, f"[[{table}]] #{i + 1}",
-                                      lambda k, i=i, t=table: lines.get((t, i, k)))
+                                      _line_of(lines, table, i))
                           for i, v in enumerate(value)]
         elif isinstance(value, dict):
-            out[table] = check_table(value, fields, f"[{table}]", lambda k, t=table: lines.get((t, 0, k)))
+            out[table] = check_table(value, fields, f"[{table}]", _line_of(lines, table, 0))
         else:
             raise ConfigError(f"{table_line(table)}[{table}]: expected a table, found {_short(value)}")
     return out

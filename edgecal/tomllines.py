@@ -97,7 +97,8 @@ def key_lines(text: str) -> Lines:
     dotted key is what is recorded (``a.b = 1`` records ``a``).
     """
     lines: Lines = {}
-    table, index, seen = "", 0, {}
+    table, index = "", 0
+    seen: dict[str, int] = {}
     pos = 0
     while pos < len(text):
         ch = text[pos]

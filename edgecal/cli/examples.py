@@ -47,12 +47,13 @@ def _print_digits_demo() -> None:
         return
     print(f"\ndigits CNN (bundled ONNX, scikit-learn digits): calibrated from its own activations on "
           f"{demo.calib_samples} images, scheme {demo.scheme}; top-1 on {demo.eval_samples} held-out images\n")
-    rows = [("method", "float top-1", "int8 top-1", "change", "agreement", "worst SQNR", "median SQNR")]
+    rows: list[tuple[str, ...]] = [("method", "float top-1", "int8 top-1", "change", "agreement", "worst SQNR",
+                                    "median SQNR")]
     for method, r in demo.reports.items():
         worst = r.worst(1)[0]
         median = statistics.median(t.sqnr_db for t in r.tensors)
-        rows.append((method, pct(r.float_accuracy), pct(r.int8_accuracy),
-                     f"{100 * (r.int8_accuracy - r.float_accuracy):+.2f} pt", pct(r.top1_agreement),
+        change = 100 * ((r.int8_accuracy or 0.0) - (r.float_accuracy or 0.0))  # the demo's digits carry labels
+        rows.append((method, pct(r.float_accuracy), pct(r.int8_accuracy), f"{change:+.2f} pt", pct(r.top1_agreement),
                      f"{db(worst.sqnr_db)} ({worst.name})", db(median)))
     print_rows(rows)
     names = [t.name for t in next(iter(demo.reports.values())).tensors]
@@ -89,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         emit("check", model=args.model, table=args.table, runtime="edgecal", **report.to_dict())
         return 0
     print(f"edgecal check: {args.model} with {args.table}, {report.samples} samples, rounding {report.rounding}")
-    if report.float_accuracy is not None:
+    if report.float_accuracy is not None and report.int8_accuracy is not None:
         change = 100 * (report.int8_accuracy - report.float_accuracy)
         print(f"top-1 accuracy: float {pct(report.float_accuracy)}, int8 {pct(report.int8_accuracy)} ({change:+.2f} points)")
     print(f"top-1 agreement float vs int8: {pct(report.top1_agreement)}\n")

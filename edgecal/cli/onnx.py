@@ -64,8 +64,11 @@ def model_reader(model: str, requested: str, inputs: list[str]) -> tuple[Callabl
 
         return functools.partial(calibrate_file, graph), runtime
     from ..sources import source_class
+    from ..sources.model import ModelSource
 
     source = source_class(runtime)(model=model, inputs=str(inputs[0]))
+    if not isinstance(source, ModelSource):
+        raise InputError(f"runtime {runtime!r} is not a model runtime")
     source.load()  # a model the runtime refuses fails here, before any file
     return functools.partial(_calibrate_with_source, source), runtime
 

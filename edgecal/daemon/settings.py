@@ -141,7 +141,7 @@ def _format(output: OutputSettings) -> Any:
     return get_format(output.format) if output.format else detect_format(output.path)
 
 
-def _check(what: str, line: int | None, check: Callable[[], None]) -> None:
+def _check(what: str, line: int | None, check: Callable[[], object]) -> None:
     try:
         check()
     except (EdgecalError, TypeError, ValueError, OverflowError) as err:

@@ -118,7 +118,10 @@ class DeviceLink:
                     self.wait(lambda: self._table_ack is not None, self.table_timeout, interruptible=False)
                 except TimeoutError:
                     continue
-                status, size, got = self._table_ack  # type: ignore[misc]
+                ack = self._table_ack
+                if ack is None:
+                    continue
+                status, size, got = ack
                 if status == 0 and (size, got) == (len(data), crc):
                     return size, got
                 if status not in (0, 2):

@@ -23,6 +23,8 @@ than any listed method on the tensor's own round-trip error.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import InputError
@@ -70,20 +72,22 @@ def asymmetric_grid_error(hist: StreamingHistogram, lo: float, hi: float) -> flo
     return _error_levels(pos, scale / w, 255 - m_neg) + _error_levels(neg, scale / w, m_neg)
 
 
-def pick(hist: StreamingHistogram, methods: str = "", asymmetric: bool = False):
+def pick(hist: StreamingHistogram, methods: str = "", asymmetric: bool = False) -> tuple[str, Any, float]:
     """(method name, its threshold or range, its error) of the best listed method on ``hist``."""
-    best = None
+    best: tuple[str, Any, float] | None = None
     for name in _candidates(methods):
         m = get_method(name)
         if asymmetric:
             lo, hi = m.fit_range(hist)
             err = asymmetric_grid_error(hist, lo, hi)
-            found = (name, (lo, hi), err)
+            found: tuple[str, Any, float] = (name, (lo, hi), err)
         else:
             amax = m(hist)
             found = (name, amax, symmetric_grid_error(hist, amax))
         if best is None or found[2] < best[2]:
             best = found
+    if best is None:
+        raise InputError("auto: no method to choose from")
     return best
 
 

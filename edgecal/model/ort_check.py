@@ -296,7 +296,7 @@ class _Totals:
         if labels is not None and f_top is None:
             raise InputError(f"labels given, but no output has class scores over a last axis; outputs: "
                              f"{', '.join(self.names)}")
-        y = None if labels is None else _labels(labels, int(f_top.size))
+        y = None if labels is None or f_top is None else _labels(labels, int(f_top.size))
         outs = [OutputReport(n, s.agree / s.rows if s.rows else None, s.sqnr()) for n, s in self.outputs.items()]
         tensors = [QuantizedTensorReport(p.name, "input" if p.name in inputs else producers.get(p.name, "?"),
                                          p.scale, p.zero_point, self.tensors[p.name].sqnr(), self.own[p.name].sqnr())

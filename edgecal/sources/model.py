@@ -18,6 +18,7 @@ its float activations, in graph order) and compute one batch in `ModelSource._ru
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -193,11 +194,11 @@ class ModelSource(Source):
         assert specs is not None
         if self._from == "inputs":
             for path in self._files:
-                yield lambda path=path: file_feed(path, specs, self.images)
+                yield functools.partial(file_feed, path, specs, self.images)
             return
         assert self._entry is not None
         for item, where in entry_point_items(self.config["entry_point"], self._entry):
-            yield lambda item=item, where=where: item_feed(item, where, specs)
+            yield functools.partial(item_feed, item, where, specs)
 
     def _next_batch(self) -> Callable[[], Feed]:
         while True:
