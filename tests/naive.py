@@ -367,3 +367,159 @@ def pool2d(x, kernel, stride, pads, act, average):
                         v = max(vals)
                     out[b, oy, ox, c] = min(max(v, act[0]), act[1])
     return out.astype(np.int8)
+
+
+# -- kl-compat, kl-refine: tool-compatible KL modes and the continuous KL objective -----
+def tool_smooth(p, eps=1e-4):
+    """The tools' smooth_distribution in float64; None where they fail (no non-zero, or an entry <= 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    zeros = p == 0
+    if zeros.all():
+        return None
+    eps1 = eps * zeros.sum() / (~zeros).sum()
+    out = p + eps * zeros - eps1 * ~zeros
+    return None if eps1 >= 1.0 or (out <= 0).any() else out
+
+
+def tool_entropy(p, q):
+    """scipy.stats.entropy(p, q) in float64; inf when either smoothing failed."""
+    p, q = tool_smooth(p), tool_smooth(q)
+    if p is None or q is None:
+        return np.inf
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def ort_candidate_kl(hist, i, nq):
+    """ONNX Runtime 1.32 get_entropy_threshold's divergence for window half-width i (transcribed)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    n = hist.size
+    start, end = n // 2 - i, min(n // 2 + i + 1, n)
+    sliced = hist[start:end].copy()
+    p = sliced.copy()
+    p[0] += hist[:start].sum()
+    p[-1] += hist[end:].sum()
+    nonzeros = (p != 0).astype(np.int64)
+    qb = np.zeros(nq, dtype=np.int64)
+    m = sliced.size // nq
+    for k in range(nq):
+        qb[k] = math.trunc(sliced[k * m:k * m + m].sum())
+    qb[-1] = math.trunc(qb[-1] + sliced[nq * m:].sum())
+    q = np.zeros(p.size, dtype=np.int64)
+    for k in range(nq):
+        norm = nonzeros[k * m:k * m + m].sum()
+        if norm != 0:
+            q[k * m:k * m + m] = math.trunc(qb[k] / norm)
+    return tool_entropy(p, q)
+
+
+def ort_search(hist, nq):
+    """Window half-width ORT picks: np.argmin over i = nq//2 .. n//2."""
+    d = [ort_candidate_kl(hist, i, nq) for i in range(nq // 2, len(hist) // 2 + 1)]
+    return nq // 2 + int(np.argmin(d))
+
+
+def mxnet_candidate_kl(hist, i, nq):
+    """MXNet 1.5 _get_optimal_threshold's divergence for window half-width i (transcribed)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    z = hist.size // 2
+    sliced = hist[z - i:z + i + 1]
+    p = sliced.copy()
+    p[0] += hist[:z - i].sum()
+    p[-1] += hist[z + i + 1:].sum()
+    nonzeros = (p != 0).astype(np.int64)
+    m = p.size // nq
+    qb = np.zeros(nq, dtype=np.int64)
+    for j in range(nq):
+        qb[j] = math.trunc(sliced[j * m:j * m + m].sum())
+    qb[-1] = math.trunc(qb[-1] + sliced[nq * m:].sum())
+    q = np.zeros(p.size)
+    for j in range(nq):
+        stop = len(nonzeros) if j == nq - 1 else j * m + m
+        norm = nonzeros[j * m:stop].sum()
+        if norm != 0:
+            q[j * m:stop] = qb[j] / norm
+    q[p == 0] = 0
+    return tool_entropy(p, q)
+
+
+def mxnet_search(hist, nq):
+    d = [mxnet_candidate_kl(hist, i, nq) for i in range(nq // 2, len(hist) // 2 + 1)]
+    return nq // 2 + int(np.argmin(d))
+
+
+def ncnn_candidate_kl(h, t, target):
+    """ncnn2table quantize_KL's divergence for threshold bin t on normalised h (transcribed, float64)."""
+    eps = 1e-4
+    n = len(h)
+    clip = [eps + h[j] for j in range(t)]
+    clip[t - 1] += sum(h[t:n])
+    npb = t / target
+    qd = [0.0] * target
+    spans = []
+    for j in range(target):
+        start = t - npb if j == target - 1 else j * npb
+        end = t if j == target - 1 else (j + 1) * npb
+        spans.append((start, end))
+        lu, rl = math.ceil(start), math.floor(end)
+        ls, rs = lu - start, end - rl
+        total, width = 0.0, 0.0
+        if ls > 0:
+            total += ls * h[lu - 1]
+            width += ls
+        if rs > 0 and j < target - 1:
+            total += rs * h[rl]
+            width += rs
+        top = t if j == target - 1 else rl
+        total += sum(h[lu:top])
+        qd[j] = total / (width + top - lu)
+    ex = [eps] * t
+    for j, (start, end) in enumerate(spans):
+        lu, rl = math.ceil(start), math.floor(end)
+        if lu - start > 0:
+            ex[lu - 1] += (lu - start) * qd[j]
+        if end - rl > 0 and j < target - 1:
+            ex[rl] += (end - rl) * qd[j]
+        for k in range(lu, t if j == target - 1 else rl):
+            ex[k] += qd[j]
+    return sum(a * math.log(a / b) for a, b in zip(clip, ex))
+
+
+def ncnn_search(counts, target=128):
+    """ncnn's threshold bin: first strict minimum over t = target .. n-1."""
+    h = np.asarray(counts, dtype=np.float64)
+    h = h / h.sum()
+    best, best_t = np.inf, target
+    for t in range(target, len(h)):
+        d = ncnn_candidate_kl(h, t, target)
+        if d < best:
+            best, best_t = d, t
+    return best_t
+
+
+def rebin(pos, pos_top, neg, neg_top, zeros, width, edges):
+    """Mass of each [edges[k], edges[k+1]) for a histogram read as a piecewise-uniform density.
+
+    pos/neg: counts of each sign in bins of ``width`` from 0, the last occupied bin of
+    each ending at pos_top/neg_top (real units); zeros sit at 0 (the bin whose left
+    edge is <= 0 < right edge). The last tool bin is closed. Dense overlap of every
+    pair of bins.
+    """
+    out = np.zeros(len(edges) - 1)
+    pieces = []
+    for sign, counts, top in ((1, pos, pos_top), (-1, neg, neg_top)):
+        nz = np.flatnonzero(counts)
+        last = nz[-1] if nz.size else -1
+        for j in range(last + 1):
+            a, b = j * width, (top if j == last else (j + 1) * width)
+            lo, hi = (a, b) if sign > 0 else (-b, -a)
+            pieces.append((lo, hi, float(counts[j])))
+    for lo, hi, c in pieces:
+        for k in range(len(out)):
+            ov = min(hi, edges[k + 1]) - max(lo, edges[k])
+            if hi > lo and ov > 0:
+                out[k] += c * ov / (hi - lo)
+    for k in range(len(out)):
+        if edges[k] <= 0 < edges[k + 1] or (k == len(out) - 1 and edges[k + 1] == 0):
+            out[k] += zeros
+    return out
