@@ -27,6 +27,7 @@ from .atomic import atomic_write
 from .errors import InputError, StateError
 from .histogram import StreamingHistogram, check_bins
 from .methods import DEFAULT_METHOD, get_method
+from .methods.registry import traced_params
 from .regular_file import read_regular
 from .safe_json import load_json
 from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
@@ -231,7 +232,9 @@ class Calibrator:
             flags.append("constant")
             amax = h.amax
         else:
-            amax = _usable(name, method, method(h, **params), h.amax, flags)
+            value = method(h, **params)
+            params = traced_params(params, amax=value)  # an optimiser's record, when the method keeps one
+            amax = _usable(name, method, value, h.amax, flags)
         if amax < MIN_AMAX:
             flags.append("fallback")
             amax = MIN_AMAX
@@ -251,6 +254,7 @@ class Calibrator:
             if default_levels and method.name == "kl" and lo_seen == 0.0:
                 params = {**params, "num_levels": 256}  # one sign: all 256 levels on [0, amax]
             lo, hi = method.fit_range(h, **params)
+            params = traced_params(params, lo=lo, hi=hi)
             hi = _usable(name, method, hi, hi_seen, flags) if hi_seen > 0.0 else hi
             lo = -_usable(name, method, -lo, -lo_seen, flags) if lo_seen < 0.0 else lo
         least = MIN_AMAX * 255.0 / 127.0  # scale (hi - lo) / 255 must stay a normal float32
