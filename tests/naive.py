@@ -566,3 +566,48 @@ def continuous_kl(counts, top, t, levels):
                 return math.inf
             kl += (b - a) * (big_p / total) * math.log((big_p / total) / (q / kept))
     return kl
+
+
+def joint_continuous_kl(pos, ptop, neg, ntop, s, m_pos, steps=255):
+    """kl-refine's asymmetric objective: both signs in one P and one Q, integrated piece by piece.
+
+    Each sign (counts in bin units, last bin ending at its top) has threshold t = m s with m its
+    steps (m_pos above zero, steps - m_pos below); P folds each sign's mass above t into
+    [t-1, t), Q is each sign cut at t averaged over its m cells of width s; P is normalised
+    by all the mass, Q by all the mass kept below the thresholds.
+    """
+    parts = []
+    for counts, top, m in ((pos, ptop, m_pos), (neg, ntop, steps - m_pos)):
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.sum() == 0:
+            continue
+        n = counts.size
+        t = m * s
+
+        def p(x, counts=counts, top=top, n=n):
+            if x < 0 or x >= top:
+                return 0.0
+            j = min(int(math.floor(x)), n - 1)
+            return counts[j] / ((top - j) if j == n - 1 else 1.0)
+
+        marks = sorted({0.0, top, t, max(t - 1, 0.0), *[float(j) for j in range(n + 1) if j < top],
+                        *[k * s for k in range(m + 1)]})
+        pieces = [(a, b, p((a + b) / 2)) for a, b in zip(marks, marks[1:]) if b > a]
+        tail = sum((b - a) * v for a, b, v in pieces if a >= t)
+        cells = np.zeros(m)
+        for a, b, v in pieces:
+            if b <= t:
+                cells[min(int(((a + b) / 2) // s), m - 1)] += (b - a) * v
+        for a, b, v in pieces:
+            if b <= t:
+                xm = (a + b) / 2
+                parts.append((b - a, v + (tail if xm >= t - 1 else 0.0), cells[min(int(xm // s), m - 1)] / s))
+    total = sum(length * big_p for length, big_p, _ in parts)
+    kept = sum(length * q for length, _, q in parts)
+    kl = 0.0
+    for length, big_p, q in parts:
+        if big_p > 0:
+            if q == 0:
+                return math.inf
+            kl += length * (big_p / total) * math.log((big_p / total) / (q / kept))
+    return kl

@@ -12,6 +12,8 @@ from edgecal import Calibrator, InputError, StreamingHistogram
 from edgecal.formats import load_table, save_table
 from edgecal.methods import get_method
 from edgecal.methods.kl_refine import _cells, density, kl_at, kl_gradient, prefix, refine
+from edgecal.methods.kl_refine_range import joint_gradient, joint_kl
+from edgecal.methods.registry import Traced
 
 
 def hist_of(x, bins=2048) -> StreamingHistogram:
@@ -170,10 +172,10 @@ def test_kl_refine_runs_through_calibrate_and_the_trace_survives_json_and_ecal(t
     cal.observe("b", np.maximum(r.laplace(size=50000), 0))
     table = cal.compute("kl-refine", scheme=scheme)
     a = table["a"]
-    trace = a.params["trace"] if scheme == "symmetric" else a.params["trace"]["hi"]
+    trace = a.params["trace"]
     assert trace["iterations"] >= 1 and trace["kl"] <= trace["kl_grid"]
-    if scheme == "tflite":
-        assert set(a.params["trace"]) == {"lo", "hi"} and set(table["b"].params["trace"]) == {"hi"}
+    if scheme == "tflite":  # one joint record: the step and the zero point were chosen together
+        assert trace["zero_point"] == a.zero_point and table["b"].params["trace"]["zero_point"] == -128
     for suffix in (".json", ".ecal"):
         save_table(table, tmp_path / f"t{suffix}")
         assert load_table(tmp_path / f"t{suffix}")["a"].params == a.params
@@ -192,3 +194,85 @@ def test_bad_parameters_are_refused(params, match):
 def test_a_histogram_without_nonzero_values_is_refused():
     with pytest.raises(InputError, match="no non-zero finite value"):
         density(hist_of([0.0, 0.0]))
+
+
+# -- the asymmetric scheme: step continuous, zero point an integer ----------------------
+def two_signs(rng):
+    out = []
+    for _ in range(2):
+        n = int(rng.integers(4, 40))
+        c = rng.integers(0, 30, n).astype(np.float64) + 1.0
+        out.append((c, n - 1 + float(rng.uniform(0.05, 1.0))))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_joint_objective_matches_the_piecewise_integral(seed):
+    rng = np.random.default_rng(3000 + seed)
+    (pc, pt), (nc, nt) = two_signs(rng)
+    ppre, pd, pt = prefix(pc, pt)
+    npre, nd, nt = prefix(nc, nt)
+    tops = np.array([pt, nt, 1.0, 1.0])
+    m_pos = int(rng.integers(1, 255))
+    s = float(rng.uniform(max(1.0 / m_pos, 1.0 / (255 - m_pos)), 1.0)) * 1.01
+    want = naive.joint_continuous_kl(pc, pt, nc, nt, s, m_pos)
+    assert joint_kl(ppre, pd, npre, nd, tops, s, m_pos) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_joint_gradient_matches_central_differences(seed):
+    rng = np.random.default_rng(4000 + seed)
+    (pc, pt), (nc, nt) = two_signs(rng)
+    ppre, pd, pt = prefix(pc, pt)
+    npre, nd, nt = prefix(nc, nt)
+    tops = np.array([pt, nt, 1.0, 1.0])
+    m_pos = int(rng.integers(20, 235))
+    checked = 0
+    for s in rng.uniform(1.0 / min(m_pos, 255 - m_pos) + 1e-3, 0.3, 20):
+        h = 1e-8
+        if not all(abs(k * s - round(k * s)) > 10 * k * h + 1e-12 for k in range(1, 256)):
+            continue  # a cell edge k s (or a threshold) within reach of a bin edge: a kink
+        g, ok = joint_gradient(ppre, pd, npre, nd, tops, s, m_pos)
+        fd = (joint_kl(ppre, pd, npre, nd, tops, s + h, m_pos) - joint_kl(ppre, pd, npre, nd, tops, s - h, m_pos)) / (2 * h)
+        assert ok and g == pytest.approx(fd, rel=1e-5, abs=1e-7), (s, g, fd)
+        checked += 1
+    assert checked >= 3
+
+
+RANGE_SAMPLES = {
+    "gauss": lambda r: r.standard_normal(100000),
+    "skewed": lambda r: np.concatenate([r.standard_normal(50000), r.exponential(3.0, 50000)]),
+    "relu": lambda r: np.maximum(r.standard_normal(100000), 0),
+    "never positive": lambda r: -np.abs(r.laplace(size=100000)),
+}
+
+
+@pytest.mark.parametrize("dist", sorted(RANGE_SAMPLES))
+def test_range_descends_from_its_grid_and_keeps_the_integer_zero_point(dist):
+    h = hist_of(RANGE_SAMPLES[dist](np.random.default_rng(21)))
+    lo, hi = get_method("kl-refine").fit_range(h)
+    tr = (hi if isinstance(hi, Traced) else lo).trace
+    assert tr["converged"] and tr["kl"] <= tr["kl_grid"] and tr["iterations"] >= 1
+    step = (hi - lo) / 255
+    assert round(-128 - lo / step) == tr["zero_point"] and -lo / step == pytest.approx(round(-lo / step), abs=1e-6)
+    if dist == "relu":
+        assert lo == 0.0 and tr["zero_point"] == -128
+    if dist == "never positive":
+        assert hi == 0.0 and tr["zero_point"] == 127
+    if dist in ("gauss", "skewed"):
+        assert abs(step - tr["step_grid"]) > 1e-9 and tr["kl"] < tr["kl_grid"]  # the step moved, downhill
+
+
+def test_tflite_table_entry_carries_one_record_with_its_zero_point():
+    cal = Calibrator(2048)
+    cal.observe("x", RANGE_SAMPLES["skewed"](np.random.default_rng(2)))
+    e = cal.compute("kl-refine", scheme="tflite")["x"]
+    assert e.params["trace"]["zero_point"] == e.zero_point
+    assert e.params["candidates"] == 128
+
+
+def test_a_sign_shorter_than_start_bin_keeps_its_whole_range_as_the_floor():
+    x = np.maximum(np.random.default_rng(8).standard_normal(100000) * 4, -0.375)  # hard-swish: a tiny negative side
+    h = hist_of(x)
+    lo, hi = get_method("kl-refine").fit_range(h)
+    assert lo <= h.min + 1e-12 and hi > 1.0

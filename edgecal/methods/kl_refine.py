@@ -48,7 +48,7 @@ from .._jit import kernel
 from ..errors import InputError
 from ..histogram import StreamingHistogram
 from .grid import side
-from .registry import Traced, register
+from .registry import Traced
 
 _MIN_LAST_WIDTH = 1e-3  # bins: a maximum sitting on a bin edge would make a point mass
 
@@ -176,8 +176,8 @@ def kl_gradient(pre, d, top, t, levels):
             rest -= rate
         else:
             rate, rate0 = rest, pt - _dens(d, top, t - t / levels) * (levels - 1) / levels
-        if plain[k] <= 0.0:
-            if rate != 0.0 or rate0 != 0.0 or folded[k] > 0.0:
+        if plain[k] <= 0.0:  # an empty cell: no term, unless mass moves in (rounding aside)
+            if abs(rate) > 1e-12 * n_mass or abs(rate0) > 1e-12 * n_mass or folded[k] > 0.0:
                 return np.nan, False
             continue
         db += rate * math.log(plain[k] * levels / t) + folded[k] * rate0 / plain[k]
@@ -267,11 +267,12 @@ def prefix(counts: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray, floa
     return pre, d, top
 
 
-@register("kl-refine", bounds={"num_levels": (1, 1 << 16), "start_bin": (1, 1 << 24), "max_iter": (0, 10_000),
-                               "tol": (1e-12, 1.0)})
 def kl_refine(hist: StreamingHistogram, num_levels: int = 128, start_bin: int = 128, max_iter: int = 50,
-              tol: float = 1e-6) -> float:
-    """Minimise KL over a continuous threshold: the best bin edge, then gradient descent (trace in params)."""
+              tol: float = 1e-6, candidates: int = 128) -> float:
+    """Minimise KL over a continuous threshold: the best bin edge, then gradient descent (trace in params).
+
+    ``candidates`` is the asymmetric range's step grid (`kl_refine_range`); registered there.
+    """
     pre, d, top = density(hist)
     out = np.zeros(9)
     refine(pre, d, top, int(num_levels), int(start_bin), int(max_iter), float(tol), out)

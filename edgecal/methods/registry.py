@@ -62,7 +62,7 @@ class Method:
         resolved = self.resolve(params)
         if self.fit is not None:
             lo, hi = self.fit(hist, **resolved)
-            return min(float(lo), 0.0), max(float(hi), 0.0)
+            return min(_kept(lo), 0.0), max(_kept(hi), 0.0)
         hi = _kept(self.fn(SignView(hist, positive=True), **resolved)) if (hist.max or 0.0) > 0.0 else 0.0
         lo = -_kept(self.fn(SignView(hist, positive=False), **resolved)) if (hist.min or 0.0) < 0.0 else 0.0
         return min(lo, 0.0), max(hi, 0.0)
@@ -140,11 +140,14 @@ class Traced(float):
 
 
 def traced_params(params: Mapping[str, Any], **values: Any) -> dict[str, Any]:
-    """``params`` plus ``trace``: the record of the one traced value, or of each by name (``lo``, ``hi``)."""
+    """``params`` plus ``trace``: the record of the one traced value (or the one record all of them share),
+    else each value's record by name (``lo``, ``hi``)."""
     traces = {k: v.trace for k, v in values.items() if isinstance(v, Traced)}
     if not traces:
         return dict(params)
-    return {**params, "trace": next(iter(traces.values())) if len(values) == 1 else traces}
+    records = list(traces.values())
+    one = len(values) == 1 or (len(traces) == len(values) and all(r == records[0] for r in records))
+    return {**params, "trace": records[0] if one else traces}
 
 
 _METHODS: dict[str, Method] = {}
