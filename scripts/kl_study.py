@@ -12,7 +12,9 @@ objective at that threshold (128 levels, the |x| histogram read as a piecewise-u
 density), the SQNR of symmetric int8 (127 levels each side, round half to even, clip)
 on the raw values, and the time per tensor (best of 3 after a warm-up call, so JIT
 compilation is excluded). A second table gives `kl-refine`'s record: grid threshold,
-refined threshold, KL before and after, iterations.
+refined threshold, KL before and after, iterations. A third gives the asymmetric
+(``tflite``) scheme: each method's range as `Calibrator.compute(scheme="tflite")`
+stores it (scale and integer zero point) and the SQNR of that grid on the raw values.
 """
 
 from __future__ import annotations
@@ -47,6 +49,29 @@ def sqnr_db(x: np.ndarray, amax: float) -> float:
     s = amax / 127.0
     q = np.clip(np.rint(x / s), -127, 127) * s
     return float(10 * np.log10(np.sum(x * x) / max(np.sum((x - q) ** 2), 1e-300)))
+
+
+def tflite_sqnr_db(x: np.ndarray, lo: float, hi: float) -> tuple[float, int]:
+    s = (hi - lo) / 255.0
+    zp = int(min(max(round(-128.0 - lo / s), -128), 127))
+    q = (np.clip(np.rint(x / s) + zp, -128, 127) - zp) * s
+    return float(10 * np.log10(np.sum(x * x) / max(np.sum((x - q) ** 2), 1e-300))), zp
+
+
+def tflite_table(n: int) -> None:
+    print()
+    print("| distribution | method | lo | hi | zero point | SQNR dB | ms / tensor |")
+    print("|---|---|---|---|---|---|---|")
+    for name, make in DISTS.items():
+        x = make(np.random.default_rng(0), n)
+        h = StreamingHistogram(8192)
+        h.update(x)
+        for method in ("kl", "kl-refine", "mse"):
+            m = get_method(method)
+            params = {"num_levels": 256} if method == "kl" and h.min >= 0 else {}
+            (lo, hi), secs = timed(lambda: m.fit_range(h, **params))
+            sq, zp = tflite_sqnr_db(x, float(lo), float(hi))
+            print(f"| {name} | {method} | {float(lo):.4g} | {float(hi):.4g} | {zp} | {sq:.2f} | {secs * 1e3:.1f} |")
 
 
 def timed(fn, repeats: int = 3) -> tuple[float, float]:
@@ -87,6 +112,7 @@ def main() -> int:
     for name, tr, amax in records:
         print(f"| {name} | {tr['t_grid']:.6g} | {amax:.6g} | {tr['kl_grid']:.6f} | {tr['kl']:.6f} | "
               f"{tr['iterations']} | {tr['last_step']:.2g} | {tr['converged']} |")
+    tflite_table(n)
     return 0
 
 

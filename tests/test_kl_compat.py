@@ -213,3 +213,26 @@ def test_each_mode_runs_through_calibrate(method, scheme):
 def test_bad_input_is_one_clear_error(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+@pytest.mark.parametrize("method,params", [
+    ("kl-onnxruntime", ["-p", "num_bins=512", "-p", "num_quantized_bins=64"]),
+    ("kl-mxnet", ["-p", "num_bins=1001"]),
+    ("kl-ncnn", []),
+    ("kl-refine", ["-p", "max_iter=20", "-p", "tol=1e-7"]),
+])
+def test_each_new_method_runs_through_the_calibrate_command(tmp_path, method, params):
+    from edgecal import CalibrationTable
+    from edgecal.cli import main
+
+    x = np.random.default_rng(6).laplace(size=20000)
+    np.save(tmp_path / "layer.npy", x)
+    out = tmp_path / "t.json"
+    assert main(["calibrate", str(tmp_path / "layer.npy"), "-o", str(out), "-m", method, *params]) == 0
+    e = CalibrationTable.load(out)["layer"]
+    assert e.method == method and 0 < e.amax <= np.abs(x).max()
+    for p in params[1::2]:
+        key, value = p.split("=")
+        assert e.params[key] == pytest.approx(float(value))
+    if method == "kl-refine":
+        assert e.params["trace"]["iterations"] >= 1 and e.params["trace"]["kl"] <= e.params["trace"]["kl_grid"]

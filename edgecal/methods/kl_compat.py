@@ -136,34 +136,73 @@ def _ort_search(hist, nq):
 
 
 @kernel
-def _mxnet_candidate(hist, i, nq):
-    """MXNet's KL for the window of half-width ``i``."""
-    z = hist.size // 2
-    sliced = hist[z - i:z + i + 1]
-    p = _window_p(hist, z - i, z + i + 1)
-    merged = sliced.size // nq
-    q = np.zeros(sliced.size)
+def _mxnet_candidate(hist, cum, i, nq, qv):
+    """MXNet's KL for the window of half-width ``i``, in two passes and no window-sized buffer.
+
+    Pass 1: each level's mass (int32-truncated as MXNet's ``quantized_bins``) and the
+    value its non-zero bins get, and the zero counts that set the smoothing. Pass 2:
+    the smoothed KL, with both sums known in closed form (``qv`` is scratch, nq long).
+    """
+    n = hist.size
+    start = n // 2 - i
+    size = 2 * i + 1
+    left, right = cum[start], cum[n] - cum[start + size]
+    merged = size // nq
+    pz, qz, sq = 0, 0, 0.0
     for k in range(nq):
         lo = k * merged
-        hi = sliced.size if k == nq - 1 else lo + merged
-        mass = math.trunc(sliced[lo:lo + merged].sum())
-        if k == nq - 1:  # the remainder joins the last level (int32 arithmetic: truncated)
-            mass = math.trunc(mass + sliced[nq * merged:].sum())
-        norm = 0
+        hi = size if k == nq - 1 else lo + merged
+        s1, s2, norm = 0.0, 0.0, 0
         for j in range(lo, hi):
-            norm += p[j] != 0.0
-        if norm:
-            for j in range(lo, hi):
-                q[j] = mass / norm if p[j] != 0.0 else 0.0
-    return _smoothed_kl(p, q)
+            v = hist[start + j]
+            if j < lo + merged:
+                s1 += v
+            else:
+                s2 += v
+            norm += _mx_p(v, j, size, left, right) != 0.0
+        mass = math.trunc(s1)
+        if k == nq - 1:  # the remainder joins the last level (int32 arithmetic: truncated)
+            mass = math.trunc(mass + s2)
+        qv[k] = mass / norm if norm else 0.0
+        pz += (hi - lo) - norm
+        qz += (hi - lo) - (norm if qv[k] != 0.0 else 0)
+        sq += qv[k] * norm
+    if pz == size or qz == size:
+        return np.inf
+    pe, qe = _EPS * pz / (size - pz), _EPS * qz / (size - qz)
+    if pe >= 1.0 or qe >= 1.0:
+        return np.inf
+    ps, qs = cum[n] - pe * (size - pz) + _EPS * pz, sq - qe * (size - qz) + _EPS * qz
+    acc = 0.0
+    for k in range(nq):
+        lo = k * merged
+        hi = size if k == nq - 1 else lo + merged
+        for j in range(lo, hi):
+            pj = _mx_p(hist[start + j], j, size, left, right)
+            a = _EPS if pj == 0.0 else pj - pe
+            b = _EPS if pj == 0.0 or qv[k] == 0.0 else qv[k] - qe
+            if a <= 0.0 or b <= 0.0:
+                return np.inf
+            acc += a * math.log((a * qs) / (b * ps))
+    return acc / ps
+
+
+@kernel
+def _mx_p(v, j, size, left, right):
+    """p of the window's bin j: its count, plus the outliers at the two ends."""
+    return v + (left if j == 0 else 0.0) + (right if j == size - 1 else 0.0)
 
 
 @kernel
 def _mxnet_search(hist, nq):
     """Half-width ``i`` of MXNet's best window (first minimum)."""
+    cum = np.zeros(hist.size + 1)
+    for j in range(hist.size):
+        cum[j + 1] = cum[j] + hist[j]
+    qv = np.zeros(nq)
     best, best_i = np.inf, nq // 2
     for i in range(nq // 2, hist.size // 2 + 1):
-        d = _mxnet_candidate(hist, i, nq)
+        d = _mxnet_candidate(hist, cum, i, nq, qv)
         if d < best:
             best, best_i = d, i
     return best_i
