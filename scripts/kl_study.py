@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgecal import StreamingHistogram  # noqa: E402
-from edgecal.methods import get_method  # noqa: E402
-from edgecal.methods.kl_refine import density, kl_at  # noqa: E402
+from edgecal import StreamingHistogram
+from edgecal.methods import get_method
+from edgecal.methods.kl_refine import density, kl_at
 
 DISTS = {
     "gauss": lambda r, n: r.standard_normal(n),
@@ -69,7 +69,7 @@ def tflite_table(n: int) -> None:
         for method in ("kl", "kl-refine", "mse"):
             m = get_method(method)
             params = {"num_levels": 256} if method == "kl" and h.min >= 0 else {}
-            (lo, hi), secs = timed(lambda: m.fit_range(h, **params))
+            (lo, hi), secs = timed(lambda m=m, h=h, params=params: m.fit_range(h, **params))
             sq, zp = tflite_sqnr_db(x, float(lo), float(hi))
             print(f"| {name} | {method} | {float(lo):.4g} | {float(hi):.4g} | {zp} | {sq:.2f} | {secs * 1e3:.1f} |")
 
@@ -100,7 +100,7 @@ def main() -> int:
         pre, d, top = density(h)
         for method, params in METHODS:
             m = get_method(method)
-            amax, secs = timed(lambda: m(h, **params))
+            amax, secs = timed(lambda m=m, h=h, params=params: m(h, **params))
             t = min(float(amax) / h.bin_width, top)
             kl = kl_at(pre, d, top, max(t, 1.0), 128)
             print(f"| {name} | {method} | {float(amax):.4g} | {kl:.6f} | {sqnr_db(x, float(amax)):.2f} | {secs * 1e3:.1f} |")

@@ -58,7 +58,7 @@ def _dens(d, top, x):
     """Density at ``x`` (right-continuous), 0 outside [0, top)."""
     if x < 0.0 or x >= top:
         return 0.0
-    return d[min(int(math.floor(x)), d.size - 1)]
+    return d[min(math.floor(x), d.size - 1)]
 
 
 @kernel
@@ -68,7 +68,7 @@ def _cdf(pre, d, top, x):
         return 0.0
     if x >= top:
         return pre[0, d.size]
-    j = min(int(math.floor(x)), d.size - 1)
+    j = min(math.floor(x), d.size - 1)
     return pre[0, j] + d[j] * (x - j)
 
 
@@ -79,7 +79,7 @@ def _flogf(pre, d, top, x):
         return 0.0
     if x >= top:
         return pre[1, d.size]
-    j = min(int(math.floor(x)), d.size - 1)
+    j = min(math.floor(x), d.size - 1)
     v = d[j]
     return pre[1, j] + ((x - j) * v * math.log(v) if v > 0.0 else 0.0)
 
