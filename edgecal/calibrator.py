@@ -225,6 +225,7 @@ class Calibrator:
 
     def _symmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
                    flags: list[str]) -> TensorCalibration:
+        lut = None
         if h.amax == 0.0:
             flags.append("all_zero")
             amax = ALL_ZERO_AMAX
@@ -234,16 +235,18 @@ class Calibrator:
         else:
             value = method(h, **params)
             params = traced_params(params, amax=value)  # an optimiser's record, when the method keeps one
+            lut = getattr(value, "lut", None)  # a codebook method's levels
             amax = _usable(name, method, value, h.amax, flags)
         if amax < MIN_AMAX:
             flags.append("fallback")
             amax = MIN_AMAX
         return TensorCalibration.symmetric(name, amax, method=method.name, params=params,
-                                           flags=tuple(flags))
+                                           flags=tuple(flags), lut=lut)
 
     def _asymmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
                     default_levels: bool, flags: list[str]) -> TensorCalibration:
         lo_seen, hi_seen = min(h.min or 0.0, 0.0), max(h.max or 0.0, 0.0)
+        lut = None
         if h.amax == 0.0:
             flags.append("all_zero")
             lo, hi = 0.0, ALL_ZERO_AMAX
@@ -255,6 +258,7 @@ class Calibrator:
                 params = {**params, "num_levels": 256}  # one sign: all 256 levels on [0, amax]
             lo, hi = method.fit_range(h, **params)
             params = traced_params(params, lo=lo, hi=hi)
+            lut = getattr(hi, "lut", None) or getattr(lo, "lut", None)
             hi = _usable(name, method, hi, hi_seen, flags) if hi_seen > 0.0 else hi
             lo = -_usable(name, method, -lo, -lo_seen, flags) if lo_seen < 0.0 else lo
         least = MIN_AMAX * 255.0 / 127.0  # scale (hi - lo) / 255 must stay a normal float32
@@ -262,9 +266,11 @@ class Calibrator:
             flags.append("fallback")
             hi = lo + least
         return TensorCalibration.asymmetric(name, lo, hi, method=method.name, params=params,
-                                            flags=tuple(flags))
+                                            flags=tuple(flags), lut=lut)
 
     def _check_clipping(self, h: StreamingHistogram, entry: TensorCalibration, stats: TensorStats) -> TensorCalibration:
+        if entry.lut is not None:  # a codebook's outer cells reach min and max: nothing is clipped
+            return replace(entry, stats=stats)
         lo, hi = entry.range
         clipped = clipped_at_most(h, lo, hi, entry.scale)
         flags = entry.flags

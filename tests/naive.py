@@ -369,7 +369,7 @@ def pool2d(x, kernel, stride, pads, act, average):
     return out.astype(np.int8)
 
 
-# -- kl-compat, kl-refine: tool-compatible KL modes and the continuous KL objective -----
+# -- kl-compat, kl-refine, codebook: tool-compatible KL, continuous KL, non-uniform LUTs --
 def tool_smooth(p, eps=1e-4):
     """The tools' smooth_distribution in float64; None where they fail (no non-zero, or an entry <= 0)."""
     p = np.asarray(p, dtype=np.float64)
@@ -611,3 +611,70 @@ def joint_continuous_kl(pos, ptop, neg, ntop, s, m_pos, steps=255):
                 return math.inf
             kl += length * (big_p / total) * math.log((big_p / total) / (q / kept))
     return kl
+
+
+def _dense(xs, ds, a, b, points=4000):
+    """Midpoints and weights (density x width) of a dense grid over [a, b) of the piecewise density."""
+    if b <= a:
+        return np.zeros(0), np.zeros(0)
+    edges = np.linspace(a, b, points + 1)
+    mids = 0.5 * (edges[:-1] + edges[1:])
+    j = np.clip(np.searchsorted(xs, mids, side="right") - 1, 0, len(ds) - 1)
+    inside = (mids >= xs[0]) & (mids < xs[-1])
+    return mids, np.where(inside, np.asarray(ds)[j], 0.0) * (b - a) / points
+
+
+def codebook_mse(xs, ds, zeros, levels, points=4000):
+    """Expected squared error of nearest-level quantization by dense integration, cell by cell, plus the zeros."""
+    levels = np.asarray(levels, dtype=np.float64)
+    b = np.concatenate([[xs[0]], 0.5 * (levels[1:] + levels[:-1]), [xs[-1]]])
+    err = zeros * np.min(np.abs(levels)) ** 2
+    for k in range(levels.size):
+        mids, wts = _dense(xs, ds, b[k], b[k + 1], points)
+        err += float(np.sum(wts * (mids - levels[k]) ** 2))
+    return err
+
+
+def _overlap(xs, ds, a, b):
+    """(mass, first moment) of the piecewise density over [a, b): every piece's overlap, one by one."""
+    mass = moment = 0.0
+    for j in range(len(ds)):
+        lo, hi = max(a, xs[j]), min(b, xs[j + 1])
+        if hi > lo:
+            mass += ds[j] * (hi - lo)
+            moment += ds[j] * (hi * hi - lo * lo) / 2
+    return mass, moment
+
+
+def lloyd_step(xs, ds, zeros, levels):
+    """One Lloyd round: each level to its cell's centroid (the zeros at 0 included), masses piece by piece."""
+    levels = np.asarray(levels, dtype=np.float64)
+    b = np.concatenate([[xs[0]], 0.5 * (levels[1:] + levels[:-1]), [xs[-1]]])
+    out = levels.copy()
+    for k in range(levels.size):
+        mass, moment = _overlap(xs, ds, b[k], b[k + 1])
+        atom = zeros if b[k] <= 0 < b[k + 1] else 0.0
+        if mass + atom > 0:
+            out[k] = moment / (mass + atom)
+    return np.sort(out)
+
+
+def codebook_kl_part(xs, ds, levels):
+    """-sum_k M_k log(M_k / w_k) over the nearest-level cells, masses piece by piece."""
+    levels = np.asarray(levels, dtype=np.float64)
+    b = np.concatenate([[xs[0]], 0.5 * (levels[1:] + levels[:-1]), [xs[-1]]])
+    acc = 0.0
+    for k in range(levels.size):
+        m, _ = _overlap(xs, ds, b[k], b[k + 1])
+        if m > 0:
+            acc -= m * math.log(m / (b[k + 1] - b[k]))
+    return acc
+
+
+def lut_code(x, levels):
+    """Codebook code of one value: the number of float32 midpoints at or below float32 x; NaN gives 0."""
+    x = np.float32(x)
+    if np.isnan(x):
+        return 0
+    bounds = [np.float32((levels[i] + levels[i + 1]) / 2) for i in range(len(levels) - 1)]
+    return sum(1 for b in bounds if x >= b)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import InputError
-from ..table import CalibrationTable, TensorCalibration
+from ..table import CalibrationTable, TensorCalibration, refuse_lut
 from .ecal import check_float32, float32
 from .registry import Format, register_format
 
@@ -72,6 +72,7 @@ def write_ncnn(table: CalibrationTable, *, skip_unsupported: bool = False) -> by
         symmetric int8, 127/amax, amax or amax/127 is not a normal float32, or no
         tensor is left.
     """
+    refuse_lut(table, "an ncnn table")
     lines = []
     for entry in table.values():
         reason = _unsupported(entry.name)

@@ -125,10 +125,12 @@ class Traced(float):
     """A threshold carrying its optimiser's record (iterations, steps, objective values).
 
     A method may return one instead of a plain float; `Calibrator.compute` stores the
-    record in the entry's ``params["trace"]``. It is a float everywhere else.
+    record in the entry's ``params["trace"]`` and, when ``lut`` is set (a codebook's
+    levels), those levels in the entry's ``lut``. It is a float everywhere else.
     """
 
     trace: dict[str, Any]
+    lut: tuple[float, ...] | None = None
 
     def __new__(cls, value: float, trace: Mapping[str, Any]) -> Traced:
         obj = super().__new__(cls, value)
@@ -136,7 +138,9 @@ class Traced(float):
         return obj
 
     def __neg__(self) -> Traced:
-        return Traced(-float(self), self.trace)
+        out = Traced(-float(self), self.trace)
+        out.lut = self.lut
+        return out
 
 
 def traced_params(params: Mapping[str, Any], **values: Any) -> dict[str, Any]:
