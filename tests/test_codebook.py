@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import struct
@@ -270,3 +271,47 @@ def test_bad_codebook_parameters_are_refused(params, match):
 def test_a_histogram_of_zeros_only_has_no_codebook():
     with pytest.raises(InputError, match="no non-zero finite value"):
         fit_levels(hist_of([0.0, 0.0]))
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The packaged digits CNN, calibration batches and an evaluation file, and codebook tables of it."""
+    pytest.importorskip("onnx", reason="onnx is not installed; pip install -e '.[test]'")
+    from importlib import resources
+
+    from edgecal.cli import main
+    from edgecal.model.digits import load_digits_split
+
+    model = str(resources.files("edgecal").joinpath("data/digits_cnn.onnx"))
+    root = tmp_path_factory.mktemp("digits")
+    split = load_digits_split()
+    (root / "calib").mkdir()
+    for i in range(4):
+        np.save(root / "calib" / f"batch{i}.npy", split["calib_x"][50 * i:50 * (i + 1)])
+    np.savez(root / "eval.npz", image=split["eval_x"], y=split["eval_y"])
+    for name, params in (("cb4.json", ["-p", "bits=4"]), ("mse.json", [])):
+        method = ["-m", "codebook", *params] if params else ["-m", "mse", "-p", "candidates=512"]
+        assert main(["calibrate", "--model", model, "--inputs", str(root / "calib"), "-o", str(root / name),
+                     *method, "-q"]) == 0
+    return model, root
+
+
+def test_check_command_runs_a_codebook_table_with_snapped_activations(digits, capsys):
+    from edgecal.cli import main
+
+    model, root = digits
+    capsys.readouterr()
+    assert main(["check", "--model", model, "--table", str(root / "cb4.json"), "--data", str(root / "eval.npz"),
+                 "--labels", "y", "--runtime", "edgecal", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rounding"] == "lut" and report["samples"] == 597 and report["top1_agreement"] > 0.9
+    assert {t["op"] for t in report["tensors"]} == {"codebook"} and "image" in {t["name"] for t in report["tensors"]}
+
+
+def test_check_refuses_a_codebook_table_on_onnxruntime(digits, capsys):
+    from edgecal.cli import main
+
+    model, root = digits
+    assert main(["check", "--model", model, "--table", str(root / "cb4.json"), "--data", str(root / "eval.npz"),
+                 "--runtime", "onnxruntime"]) == 2
+    assert "has codebook (LUT) entries; check them with --runtime edgecal --data D.npz" in capsys.readouterr().err

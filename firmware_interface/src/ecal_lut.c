@@ -3,14 +3,12 @@
 
 uint8_t ecal_lut_quantize(float x, const float *bounds, size_t n_bounds)
 {
-    size_t lo = 0, hi = n_bounds; /* the code lies in [lo, hi] */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (x >= bounds[mid]) { /* false for NaN: NaN ends at code 0 */
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    size_t lo = 0, n = n_bounds; /* the code lies in [lo, lo + n] */
+    while (n > 0) {
+        size_t half = n / 2;
+        int up = x >= bounds[lo + half]; /* 0 for NaN: NaN ends at code 0 */
+        lo = up ? lo + half + 1 : lo;    /* selects, not branches: random data costs no mispredictions */
+        n = up ? n - half - 1 : half;
     }
     return (uint8_t)lo;
 }
