@@ -185,6 +185,7 @@ def test_kl_refine_runs_through_calibrate_and_the_trace_survives_json_and_ecal(t
     ({"max_iter": -1}, r"parameter 'max_iter' must be in \[0, 10000\]"),
     ({"tol": 0.0}, r"parameter 'tol' must be in"),
     ({"num_levels": 1.5}, "must be int"),
+    ({"candidates": 0}, r"parameter 'candidates' must be in \[1, 4096\]"),
 ])
 def test_bad_parameters_are_refused(params, match):
     with pytest.raises(InputError, match=match):
