@@ -140,6 +140,12 @@ class TensorCalibration:
         return TensorCalibration.symmetric(self.name, amax, method=self.method, params=self.params, stats=self.stats,
                                            flags=self.flags)
 
+    def check_uniform(self, fmt: str) -> None:
+        """`InputError` if this entry is a codebook, which format ``fmt`` (uniform scales only) cannot hold."""
+        if self.lut is not None:
+            raise InputError(f"tensor {self.name!r} has a codebook ({len(self.lut)}-level LUT); {fmt} holds "
+                             "uniform int8 scales only; write json, ecal or c")
+
     @property
     def qmin(self) -> int:
         return SCHEMES[self.scheme][1]
@@ -191,9 +197,7 @@ def check_lut(name: str, lut: Any) -> tuple[float, ...]:
 def refuse_lut(table: CalibrationTable, fmt: str) -> None:
     """`InputError` when an entry of ``table`` is a codebook: format ``fmt`` holds uniform scales only."""
     for entry in table.values():
-        if entry.lut is not None:
-            raise InputError(f"tensor {entry.name!r} has a codebook ({len(entry.lut)}-level LUT); {fmt} holds "
-                             "uniform int8 scales only; write json, ecal or c")
+        entry.check_uniform(fmt)
 
 
 def utc_now() -> str:

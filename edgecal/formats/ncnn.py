@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import InputError
-from ..table import CalibrationTable, TensorCalibration, refuse_lut
+from ..table import CalibrationTable, TensorCalibration
 from .ecal import check_float32, float32
 from .registry import Format, register_format
 
@@ -48,6 +48,7 @@ def _unsupported(name: str) -> str | None:
 
 
 def _line(entry: TensorCalibration) -> str:
+    entry.check_uniform("an ncnn table")
     entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
     if entry.scheme != "symmetric":
         raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; ncnn tables hold symmetric int8 only")
@@ -72,7 +73,6 @@ def write_ncnn(table: CalibrationTable, *, skip_unsupported: bool = False) -> by
         symmetric int8, 127/amax, amax or amax/127 is not a normal float32, or no
         tensor is left.
     """
-    refuse_lut(table, "an ncnn table")
     lines = []
     for entry in table.values():
         reason = _unsupported(entry.name)
