@@ -27,6 +27,7 @@ from .atomic import atomic_write
 from .errors import InputError, StateError
 from .histogram import StreamingHistogram, check_bins
 from .methods import DEFAULT_METHOD, get_method
+from .methods.registry import traced_params
 from .regular_file import read_regular
 from .safe_json import load_json
 from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, TensorCalibration, TensorStats
@@ -243,6 +244,7 @@ class Calibrator:
 
     def _symmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
                    flags: list[str]) -> TensorCalibration:
+        lut = None
         if h.amax == 0.0:
             flags.append("all_zero")
             amax = ALL_ZERO_AMAX
@@ -250,16 +252,20 @@ class Calibrator:
             flags.append("constant")
             amax = h.amax
         else:
-            amax = _usable(name, method, method(h, **params), h.amax, flags)
+            value = method(h, **params)
+            params = traced_params(params, amax=value)  # an optimiser's record, when the method keeps one
+            lut = getattr(value, "lut", None)  # a codebook method's levels
+            amax = _usable(name, method, value, h.amax, flags)
         if amax < MIN_AMAX:
             flags.append("fallback")
             amax = MIN_AMAX
         return TensorCalibration.symmetric(name, amax, method=method.name, params=params,
-                                           flags=tuple(flags))
+                                           flags=tuple(flags), lut=lut)
 
     def _asymmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
                     default_levels: bool, flags: list[str]) -> TensorCalibration:
         lo_seen, hi_seen = min(h.min or 0.0, 0.0), max(h.max or 0.0, 0.0)
+        lut = None
         if h.amax == 0.0:
             flags.append("all_zero")
             lo, hi = 0.0, ALL_ZERO_AMAX
@@ -270,6 +276,8 @@ class Calibrator:
             if default_levels and method.name == "kl" and lo_seen == 0.0:
                 params = {**params, "num_levels": 256}  # one sign: all 256 levels on [0, amax]
             lo, hi = method.fit_range(h, **params)
+            params = traced_params(params, lo=lo, hi=hi)
+            lut = getattr(hi, "lut", None) or getattr(lo, "lut", None)
             hi = _usable(name, method, hi, hi_seen, flags) if hi_seen > 0.0 else hi
             lo = -_usable(name, method, -lo, -lo_seen, flags) if lo_seen < 0.0 else lo
         least = MIN_AMAX * 255.0 / 127.0  # scale (hi - lo) / 255 must stay a normal float32
@@ -277,9 +285,11 @@ class Calibrator:
             flags.append("fallback")
             hi = lo + least
         return TensorCalibration.asymmetric(name, lo, hi, method=method.name, params=params,
-                                            flags=tuple(flags))
+                                            flags=tuple(flags), lut=lut)
 
     def _check_clipping(self, h: StreamingHistogram, entry: TensorCalibration, stats: TensorStats) -> TensorCalibration:
+        if entry.lut is not None:  # a codebook's outer cells reach min and max: nothing is clipped
+            return replace(entry, stats=stats)
         lo, hi = entry.range
         clipped = clipped_at_most(h, lo, hi, entry.scale)
         flags = entry.flags

@@ -66,6 +66,7 @@ class TensorCalibration:
     params: Mapping[str, Any] = field(default_factory=dict)
     stats: TensorStats = field(default_factory=TensorStats)
     flags: tuple[str, ...] = ()
+    lut: tuple[float, ...] | None = None  # a codebook: 2**k ascending levels, nearest-level quantization
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "\n" in self.name:
@@ -86,6 +87,8 @@ class TensorCalibration:
             raise InputError(f"tensor {self.name!r}: unknown flag {unknown[0]!r}; known: {', '.join(FLAGS)}")
         object.__setattr__(self, "params", dict(self.params))
         object.__setattr__(self, "flags", tuple(f for f in FLAGS if f in self.flags))  # canonical order
+        if self.lut is not None:
+            object.__setattr__(self, "lut", check_lut(self.name, self.lut))
 
     @classmethod
     def symmetric(cls, name: str, amax: float, **fields: Any) -> TensorCalibration:
@@ -137,6 +140,12 @@ class TensorCalibration:
         return TensorCalibration.symmetric(self.name, amax, method=self.method, params=self.params, stats=self.stats,
                                            flags=self.flags)
 
+    def check_uniform(self, fmt: str) -> None:
+        """`InputError` if this entry is a codebook, which format ``fmt`` (uniform scales only) cannot hold."""
+        if self.lut is not None:
+            raise InputError(f"tensor {self.name!r} has a codebook ({len(self.lut)}-level LUT); {fmt} holds "
+                             "uniform int8 scales only; write json, ecal or c")
+
     @property
     def qmin(self) -> int:
         return SCHEMES[self.scheme][1]
@@ -149,6 +158,10 @@ class TensorCalibration:
         d = asdict(self)
         d["flags"] = list(self.flags)
         d["params"] = dict(self.params)
+        if self.lut is None:
+            del d["lut"]  # uniform entries keep their pre-codebook form
+        else:
+            d["lut"] = list(self.lut)
         return d
 
     @classmethod
@@ -157,9 +170,34 @@ class TensorCalibration:
             fields = dict(d)
             fields["stats"] = TensorStats(**fields.get("stats", {}))
             fields["flags"] = tuple(fields.get("flags", ()))
+            if fields.get("lut") is not None:
+                fields["lut"] = tuple(fields["lut"])
             return cls(**fields)
         except TypeError as err:
             raise InputError(f"tensor entry has unexpected fields: {err}") from err
+
+
+MAX_LUT = 256
+
+
+def check_lut(name: str, lut: Any) -> tuple[float, ...]:
+    """``lut`` as a tuple of floats if it is 2**k (1 <= k <= 8) finite, strictly ascending levels."""
+    try:
+        levels = tuple(float(v) for v in lut)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"tensor {name!r}: lut must be a sequence of numbers, found {lut!r}") from err
+    n = len(levels)
+    if not (2 <= n <= MAX_LUT and n & (n - 1) == 0):
+        raise InputError(f"tensor {name!r}: lut has {n} levels; expected a power of two from 2 to {MAX_LUT}")
+    if not all(math.isfinite(v) for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+        raise InputError(f"tensor {name!r}: lut levels must be finite and strictly ascending")
+    return levels
+
+
+def refuse_lut(table: CalibrationTable, fmt: str) -> None:
+    """`InputError` when an entry of ``table`` is a codebook: format ``fmt`` holds uniform scales only."""
+    for entry in table.values():
+        entry.check_uniform(fmt)
 
 
 def utc_now() -> str:
@@ -251,4 +289,4 @@ class CalibrationTable(Mapping[str, TensorCalibration]):
 
 
 __all__ = ["CalibrationTable", "TensorCalibration", "TensorStats", "SCHEMES", "FLAGS", "ALL_ZERO_AMAX", "CLIPPED_HEAVY",
-           "utc_now"]
+           "utc_now", "check_lut", "refuse_lut"]

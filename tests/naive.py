@@ -414,3 +414,314 @@ def neg_int8(q, in_zp: int, in_scale: float, out_scale: float, out_zp: int, roun
     m, shift = quantize_multiplier(real, rounding == "tflite-single")
     out = [requantize_one(in_zp - int(v), m, shift, np.float32(real), out_zp, -128, 127, rounding) for v in np.ravel(q)]
     return np.array(out, np.int8).reshape(np.shape(q))
+
+
+# -- kl-compat, kl-refine, codebook: tool-compatible KL, continuous KL, non-uniform LUTs --
+def tool_smooth(p, eps=1e-4):
+    """The tools' smooth_distribution in float64; None where they fail (no non-zero, or an entry <= 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    zeros = p == 0
+    if zeros.all():
+        return None
+    eps1 = eps * zeros.sum() / (~zeros).sum()
+    out = p + eps * zeros - eps1 * ~zeros
+    return None if eps1 >= 1.0 or (out <= 0).any() else out
+
+
+def tool_entropy(p, q):
+    """scipy.stats.entropy(p, q) in float64; inf when either smoothing failed."""
+    p, q = tool_smooth(p), tool_smooth(q)
+    if p is None or q is None:
+        return np.inf
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def ort_candidate_kl(hist, i, nq):
+    """ONNX Runtime 1.32 get_entropy_threshold's divergence for window half-width i (transcribed)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    n = hist.size
+    start, end = n // 2 - i, min(n // 2 + i + 1, n)
+    sliced = hist[start:end].copy()
+    p = sliced.copy()
+    p[0] += hist[:start].sum()
+    p[-1] += hist[end:].sum()
+    nonzeros = (p != 0).astype(np.int64)
+    qb = np.zeros(nq, dtype=np.int64)
+    m = sliced.size // nq
+    for k in range(nq):
+        qb[k] = math.trunc(sliced[k * m:k * m + m].sum())
+    qb[-1] = math.trunc(qb[-1] + sliced[nq * m:].sum())
+    q = np.zeros(p.size, dtype=np.int64)
+    for k in range(nq):
+        norm = nonzeros[k * m:k * m + m].sum()
+        if norm != 0:
+            q[k * m:k * m + m] = math.trunc(qb[k] / norm)
+    return tool_entropy(p, q)
+
+
+def ort_search(hist, nq):
+    """Window half-width ORT picks: np.argmin over i = nq//2 .. n//2."""
+    d = [ort_candidate_kl(hist, i, nq) for i in range(nq // 2, len(hist) // 2 + 1)]
+    return nq // 2 + int(np.argmin(d))
+
+
+def mxnet_candidate_kl(hist, i, nq):
+    """MXNet 1.5 _get_optimal_threshold's divergence for window half-width i (transcribed)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    z = hist.size // 2
+    sliced = hist[z - i:z + i + 1]
+    p = sliced.copy()
+    p[0] += hist[:z - i].sum()
+    p[-1] += hist[z + i + 1:].sum()
+    nonzeros = (p != 0).astype(np.int64)
+    m = p.size // nq
+    qb = np.zeros(nq, dtype=np.int64)
+    for j in range(nq):
+        qb[j] = math.trunc(sliced[j * m:j * m + m].sum())
+    qb[-1] = math.trunc(qb[-1] + sliced[nq * m:].sum())
+    q = np.zeros(p.size)
+    for j in range(nq):
+        stop = len(nonzeros) if j == nq - 1 else j * m + m
+        norm = nonzeros[j * m:stop].sum()
+        if norm != 0:
+            q[j * m:stop] = qb[j] / norm
+    q[p == 0] = 0
+    return tool_entropy(p, q)
+
+
+def mxnet_search(hist, nq):
+    d = [mxnet_candidate_kl(hist, i, nq) for i in range(nq // 2, len(hist) // 2 + 1)]
+    return nq // 2 + int(np.argmin(d))
+
+
+def ncnn_candidate_kl(h, t, target):
+    """ncnn2table quantize_KL's divergence for threshold bin t on normalised h (transcribed, float64)."""
+    eps = 1e-4
+    n = len(h)
+    clip = [eps + h[j] for j in range(t)]
+    clip[t - 1] += sum(h[t:n])
+    npb = t / target
+    qd = [0.0] * target
+    spans = []
+    for j in range(target):
+        start = t - npb if j == target - 1 else j * npb
+        end = t if j == target - 1 else (j + 1) * npb
+        spans.append((start, end))
+        lu, rl = math.ceil(start), math.floor(end)
+        ls, rs = lu - start, end - rl
+        total, width = 0.0, 0.0
+        if ls > 0:
+            total += ls * h[lu - 1]
+            width += ls
+        if rs > 0 and j < target - 1:
+            total += rs * h[rl]
+            width += rs
+        top = t if j == target - 1 else rl
+        total += sum(h[lu:top])
+        qd[j] = total / (width + top - lu)
+    ex = [eps] * t
+    for j, (start, end) in enumerate(spans):
+        lu, rl = math.ceil(start), math.floor(end)
+        if lu - start > 0:
+            ex[lu - 1] += (lu - start) * qd[j]
+        if end - rl > 0 and j < target - 1:
+            ex[rl] += (end - rl) * qd[j]
+        for k in range(lu, t if j == target - 1 else rl):
+            ex[k] += qd[j]
+    return sum(a * math.log(a / b) for a, b in zip(clip, ex))
+
+
+def ncnn_search(counts, target=128):
+    """ncnn's threshold bin: first strict minimum over t = target .. n-1."""
+    h = np.asarray(counts, dtype=np.float64)
+    h = h / h.sum()
+    best, best_t = np.inf, target
+    for t in range(target, len(h)):
+        d = ncnn_candidate_kl(h, t, target)
+        if d < best:
+            best, best_t = d, t
+    return best_t
+
+
+def rebin(pos, pos_top, neg, neg_top, zeros, width, edges):
+    """Mass of each [edges[k], edges[k+1]) for a histogram read as a piecewise-uniform density.
+
+    pos/neg: counts of each sign in bins of ``width`` from 0, the last occupied bin of
+    each ending at pos_top/neg_top (real units); zeros sit at 0 (the bin whose left
+    edge is <= 0 < right edge). The last tool bin is closed. Dense overlap of every
+    pair of bins.
+    """
+    out = np.zeros(len(edges) - 1)
+    pieces = []
+    for sign, counts, top in ((1, pos, pos_top), (-1, neg, neg_top)):
+        nz = np.flatnonzero(counts)
+        last = nz[-1] if nz.size else -1
+        for j in range(last + 1):
+            a, b = j * width, (top if j == last else (j + 1) * width)
+            lo, hi = (a, b) if sign > 0 else (-b, -a)
+            pieces.append((lo, hi, float(counts[j])))
+    for lo, hi, c in pieces:
+        for k in range(len(out)):
+            ov = min(hi, edges[k + 1]) - max(lo, edges[k])
+            if hi > lo and ov > 0:
+                out[k] += c * ov / (hi - lo)
+    for k in range(len(out)):
+        if edges[k] <= 0 < edges[k + 1] or (k == len(out) - 1 and edges[k + 1] == 0):
+            out[k] += zeros
+    return out
+
+
+def continuous_kl(counts, top, t, levels):
+    """kl-refine's objective KL(P_t || Q_t), integrated piece by piece between every breakpoint.
+
+    p: counts[j] spread over [j, j+1) (the last occupied bin over [n-1, top]); P_t = p on
+    [0, t) plus the mass above t spread over [t-1, t); Q_t = p cut at t, averaged over
+    cells [k t/L, (k+1) t/L). Between breakpoints both are constant, so the midpoint
+    value times the length is the exact integral.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.size
+
+    def p(x):
+        if x < 0 or x >= top:
+            return 0.0
+        j = min(int(math.floor(x)), n - 1)
+        return counts[j] / ((top - j) if j == n - 1 else 1.0)
+
+    s = t / levels
+    marks = sorted({0.0, top, t, max(t - 1, 0.0), *[float(j) for j in range(n + 1) if j < top],
+                    *[k * s for k in range(levels + 1)]})
+    pieces = [(a, b) for a, b in zip(marks, marks[1:]) if b > a]
+    total = sum((b - a) * p((a + b) / 2) for a, b in pieces)
+    tail = sum((b - a) * p((a + b) / 2) for a, b in pieces if a >= t)
+    kept = total - tail
+    strip = t - max(t - 1, 0.0)
+    cell_mass = np.zeros(levels)
+    for a, b in pieces:
+        if b <= t:
+            cell_mass[min(int(((a + b) / 2) // s), levels - 1)] += (b - a) * p((a + b) / 2)
+    kl = 0.0
+    for a, b in pieces:
+        if b > t:
+            continue
+        xm = (a + b) / 2
+        big_p = p(xm) + (tail / strip if xm >= t - 1 else 0.0)
+        q = cell_mass[min(int(xm // s), levels - 1)] / s
+        if big_p > 0:
+            if q == 0:
+                return math.inf
+            kl += (b - a) * (big_p / total) * math.log((big_p / total) / (q / kept))
+    return kl
+
+
+def joint_continuous_kl(pos, ptop, neg, ntop, s, m_pos, steps=255):
+    """kl-refine's asymmetric objective: both signs in one P and one Q, integrated piece by piece.
+
+    Each sign (counts in bin units, last bin ending at its top) has threshold t = m s with m its
+    steps (m_pos above zero, steps - m_pos below); P folds each sign's mass above t into
+    [t-1, t), Q is each sign cut at t averaged over its m cells of width s; P is normalised
+    by all the mass, Q by all the mass kept below the thresholds.
+    """
+    parts = []
+    for counts, top, m in ((pos, ptop, m_pos), (neg, ntop, steps - m_pos)):
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.sum() == 0:
+            continue
+        n = counts.size
+        t = m * s
+
+        def p(x, counts=counts, top=top, n=n):
+            if x < 0 or x >= top:
+                return 0.0
+            j = min(int(math.floor(x)), n - 1)
+            return counts[j] / ((top - j) if j == n - 1 else 1.0)
+
+        marks = sorted({0.0, top, t, max(t - 1, 0.0), *[float(j) for j in range(n + 1) if j < top],
+                        *[k * s for k in range(m + 1)]})
+        pieces = [(a, b, p((a + b) / 2)) for a, b in zip(marks, marks[1:]) if b > a]
+        tail = sum((b - a) * v for a, b, v in pieces if a >= t)
+        cells = np.zeros(m)
+        for a, b, v in pieces:
+            if b <= t:
+                cells[min(int(((a + b) / 2) // s), m - 1)] += (b - a) * v
+        for a, b, v in pieces:
+            if b <= t:
+                xm = (a + b) / 2
+                parts.append((b - a, v + (tail if xm >= t - 1 else 0.0), cells[min(int(xm // s), m - 1)] / s))
+    total = sum(length * big_p for length, big_p, _ in parts)
+    kept = sum(length * q for length, _, q in parts)
+    kl = 0.0
+    for length, big_p, q in parts:
+        if big_p > 0:
+            if q == 0:
+                return math.inf
+            kl += length * (big_p / total) * math.log((big_p / total) / (q / kept))
+    return kl
+
+
+def _dense(xs, ds, a, b, points=4000):
+    """Midpoints and weights (density x width) of a dense grid over [a, b) of the piecewise density."""
+    if b <= a:
+        return np.zeros(0), np.zeros(0)
+    edges = np.linspace(a, b, points + 1)
+    mids = 0.5 * (edges[:-1] + edges[1:])
+    j = np.clip(np.searchsorted(xs, mids, side="right") - 1, 0, len(ds) - 1)
+    inside = (mids >= xs[0]) & (mids < xs[-1])
+    return mids, np.where(inside, np.asarray(ds)[j], 0.0) * (b - a) / points
+
+
+def codebook_mse(xs, ds, zeros, levels, points=4000):
+    """Expected squared error of nearest-level quantization by dense integration, cell by cell, plus the zeros."""
+    levels = np.asarray(levels, dtype=np.float64)
+    b = np.concatenate([[xs[0]], 0.5 * (levels[1:] + levels[:-1]), [xs[-1]]])
+    err = zeros * np.min(np.abs(levels)) ** 2
+    for k in range(levels.size):
+        mids, wts = _dense(xs, ds, b[k], b[k + 1], points)
+        err += float(np.sum(wts * (mids - levels[k]) ** 2))
+    return err
+
+
+def _overlap(xs, ds, a, b):
+    """(mass, first moment) of the piecewise density over [a, b): every piece's overlap, one by one."""
+    mass = moment = 0.0
+    for j in range(len(ds)):
+        lo, hi = max(a, xs[j]), min(b, xs[j + 1])
+        if hi > lo:
+            mass += ds[j] * (hi - lo)
+            moment += ds[j] * (hi * hi - lo * lo) / 2
+    return mass, moment
+
+
+def lloyd_step(xs, ds, zeros, levels):
+    """One Lloyd round: each level to its cell's centroid (the zeros at 0 included), masses piece by piece."""
+    levels = np.asarray(levels, dtype=np.float64)
+    b = np.concatenate([[xs[0]], 0.5 * (levels[1:] + levels[:-1]), [xs[-1]]])
+    out = levels.copy()
+    for k in range(levels.size):
+        mass, moment = _overlap(xs, ds, b[k], b[k + 1])
+        atom = zeros if b[k] <= 0 < b[k + 1] else 0.0
+        if mass + atom > 0:
+            out[k] = moment / (mass + atom)
+    return np.sort(out)
+
+
+def codebook_kl_part(xs, ds, levels):
+    """-sum_k M_k log(M_k / w_k) over the nearest-level cells, masses piece by piece."""
+    levels = np.asarray(levels, dtype=np.float64)
+    b = np.concatenate([[xs[0]], 0.5 * (levels[1:] + levels[:-1]), [xs[-1]]])
+    acc = 0.0
+    for k in range(levels.size):
+        m, _ = _overlap(xs, ds, b[k], b[k + 1])
+        if m > 0:
+            acc -= m * math.log(m / (b[k + 1] - b[k]))
+    return acc
+
+
+def lut_code(x, levels):
+    """Codebook code of one value: the number of float32 midpoints at or below float32 x; NaN gives 0."""
+    x = np.float32(x)
+    if np.isnan(x):
+        return 0
+    bounds = [np.float32((levels[i] + levels[i + 1]) / 2) for i in range(len(levels) - 1)]
+    return sum(1 for b in bounds if x >= b)

@@ -188,7 +188,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
         "truncated": (["calibrate", tmp_path / "short.npy", "-o", out], "short.npy: truncated, found 13 bytes of data, expected 16"),
         "unsupported suffix": (["calibrate", tmp_path / "table.txt", "-o", out], r"unsupported input \.txt"),
         "empty folder": (["calibrate", tmp_path / "emptydir", "-o", out], "folder holds no .npy or .npz files"),
-        "unknown method": (["calibrate", ok, "-o", out, "-m", "magic"], "unknown method 'magic'; known methods: auto, kl, minmax, mse, percentile"),
+        "unknown method": (["calibrate", ok, "-o", out, "-m", "magic"], "unknown method 'magic'; known methods: auto, codebook, kl, kl-mxnet, kl-ncnn, kl-onnxruntime, kl-refine, minmax, mse, percentile"),
         "unknown param": (["calibrate", ok, "-o", out, "-p", "nbins=3"], "has no parameter 'nbins'"),
         "bad param": (["calibrate", ok, "-o", out, "-p", "nbins"], "is not KEY=VALUE"),
         "unknown suffix": (["calibrate", ok, "-o", tmp_path / "t.xyz"], "cannot tell the table format"),

@@ -57,7 +57,7 @@ def test_percentile_100_is_max_and_lower_percentiles_clip():
 
 def test_registry_lists_methods_and_rejects_unknown_names():
     assert {"auto", "kl", "minmax", "percentile", "mse"} <= set(method_names())
-    with pytest.raises(UnknownNameError, match="unknown method 'entropy'; known methods: auto, kl, minmax, mse"):
+    with pytest.raises(UnknownNameError, match="unknown method 'entropy'; known methods: auto, codebook, kl, kl-mxnet, kl-ncnn, kl-onnxruntime, kl-refine, minmax, mse"):
         get_method("entropy")
 
 

@@ -74,7 +74,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.inputs is not None and args.runtime == "edgecal":
         raise InputError("--inputs DIR is read with --runtime onnxruntime; edgecal's runner reads --data D.npz")
     runtime, graph = pick_runtime(args.model, "onnxruntime" if args.inputs is not None else args.runtime)
+    codebook = any(e.lut is not None for e in load_table(args.table).values())
     if runtime == "onnxruntime":
+        if codebook:  # a QDQ model holds uniform scales only
+            raise InputError(f"{args.table} has codebook (LUT) entries; check them with --runtime edgecal --data D.npz")
         return cmd_check_onnxruntime(args)
     if graph is None:
         raise InputError(f"check compares ONNX models; {args.model} is for {runtime}, expected an .onnx model")
@@ -85,7 +88,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.labels not in arrays:
             raise InputError(f"{args.data}: no array {args.labels!r} for --labels; it holds {', '.join(sorted(arrays))}")
         labels = arrays.pop(args.labels)
-    report = check_model(graph, table, feeds_from(graph, arrays, args.data), labels, args.rounding)
+    feeds = feeds_from(graph, arrays, args.data)
+    if codebook:  # integer kernels take uniform scales: the float graph with LUT-quantized activations instead
+        from ..model.lut_check import check_codebook
+
+        report = check_codebook(graph, table, feeds, labels)
+    else:
+        report = check_model(graph, table, feeds, labels, args.rounding)
     if args.json:
         emit("check", model=args.model, table=args.table, runtime="edgecal", **report.to_dict())
         return 0

@@ -12,6 +12,16 @@ and creation time, and, with the default ``prefix`` ``edgecal``:
   ``edgecal_multipliers`` (int32_t) and ``edgecal_shifts`` (int), where
   real = scale * (q - zero_point) and scale == multiplier * 2^(shift - 31).
 
+A table with codebook entries (``lut``, `edgecal.methods.codebook`) also gets, per
+such tensor, ``<prefix>_lut_<MACRO>`` (its C levels as float, ascending) and
+``<prefix>_bounds_<MACRO>`` (the C - 1 decision boundaries: float64 midpoints of
+consecutive levels rounded to float), and two arrays indexed by tensor,
+``<prefix>_luts`` (the levels, or NULL for a uniform entry) and
+``<prefix>_lut_sizes`` (C, or 0). ``ecal_lut_quantize`` in
+``firmware_interface/include/ecal_lut.h`` takes the boundaries; a value's code is
+the number of boundaries at or below it, and ``<prefix>_lut_<MACRO>[code]`` its
+dequantized value. Tables without a codebook get none of these.
+
 Index macro names: the tensor name with every character other than an ASCII letter
 or digit replaced by ``_`` and letters upper-cased (``input_1:0`` gives
 ``EDGECAL_T_INPUT_1_0``); when that name is already taken by an earlier tensor of
@@ -37,6 +47,7 @@ import re
 import struct
 
 from ..errors import InputError
+from ..reference.lut import lut_bounds
 from ..table import CalibrationTable
 from . import ecal
 from .registry import Format, register_format
@@ -134,6 +145,30 @@ def _preamble(table: CalibrationTable, prefix: str) -> list[str]:
     ]
 
 
+def _float(v: float) -> str:
+    return f"{struct.unpack('<f', struct.pack('<f', v))[0]:.9e}f"
+
+
+def _luts(table: CalibrationTable, prefix: str) -> list[str]:
+    """The codebook arrays (module docstring); nothing when no entry has a LUT."""
+    entries = list(table.values())
+    if all(e.lut is None for e in entries):
+        return []
+    n = f"{prefix.upper()}_NUM_TENSORS"
+    lines, pointers, sizes = ["", "#include <stddef.h>"], [], []
+    for macro, e in zip(macro_names(list(table)), entries):
+        if e.lut is None:
+            pointers.append("NULL")
+            sizes.append("0")
+            continue
+        lines += _array("float", f"{prefix}_lut_{macro}", str(len(e.lut)), [_float(v) for v in e.lut])
+        lines += _array("float", f"{prefix}_bounds_{macro}", str(len(e.lut) - 1), [_float(float(v)) for v in lut_bounds(e.lut)])
+        pointers.append(f"{prefix}_lut_{macro}")
+        sizes.append(str(len(e.lut)))
+    return [*lines, *_array("float *const", f"{prefix}_luts", n, pointers),
+            *_array("uint16_t", f"{prefix}_lut_sizes", n, sizes)]
+
+
 def write_c(table: CalibrationTable, *, prefix: str = "edgecal") -> bytes:
     """Encode ``table`` as a C99 header with symbols starting ``prefix``.
 
@@ -157,6 +192,7 @@ def write_c(table: CalibrationTable, *, prefix: str = "edgecal") -> bytes:
         *_array("int32_t", f"{prefix}_zero_points", n, [str(e.zero_point) for e in entries]),
         *_array("int32_t", f"{prefix}_multipliers", n, [str(m) for m, _ in q31]),
         *_array("int", f"{prefix}_shifts", n, [str(s) for _, s in q31]),
+        *_luts(table, prefix),
         "",
         f"#endif /* {prefix.upper()}_TABLE_H */",
     ]

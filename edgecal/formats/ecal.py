@@ -61,7 +61,19 @@ offset  size  type      field
 ======  ====  ========  ==================================================
 
 A version-1 entry is L = 97 + K + J bytes; its flags are the bits above (a table
-always lists them in that order). edgecal writes both JSON texts compact (no spaces), with sorted keys
+always lists them in that order). An entry with a codebook (``lut``: the levels of
+nearest-level quantization, see `edgecal.methods.codebook`) appends, so that
+readers that do not know it skip it by stepping L:
+
+======  ====  ========  ==================================================
+97+K+J  4     char[4]   tag ``LUT1`` (bytes 4C 55 54 31)
+101+K+J 2     u16       level count C: a power of two, 2..256
+103+K+J 8C    f64[C]    the levels, strictly ascending
+======  ====  ========  ==================================================
+
+and is then L = 103 + K + J + 8C bytes. Entries without a codebook end at the
+JSON; appended bytes that do not start with the tag belong to a later revision
+and are skipped. edgecal writes both JSON texts compact (no spaces), with sorted keys
 and ASCII only (``\\uXXXX`` escapes); readers may accept any valid JSON.
 
 After the N entries, the last 4 bytes of the file: u32 CRC-32 of every byte
@@ -111,6 +123,8 @@ _HEADER = struct.Struct("<4sHHII")  # magic, version, header size, entry count, 
 _FIXED = struct.Struct("<HfiBBHdB")  # length, f32 scale, zero point, dtype, scheme, flags, amax, name length
 _TAIL = struct.Struct("<6Q3dH")  # six counters, min, max, exact scale, JSON length
 _CRC = struct.Struct("<I")
+_LUT_TAG = b"LUT1"
+_LUT_COUNT = struct.Struct("<H")
 _MAX_ENTRY = 0xFFFF
 
 
@@ -174,7 +188,9 @@ def _encode_entry(entry: TensorCalibration) -> bytes:
     if any(v is not None and math.isnan(v) for v in (s.min, s.max)):
         raise InputError(f"tensor {entry.name!r}: stats min/max is NaN; expected a number or None")
     info = _info_json(entry)
-    length = _FIXED.size + len(name) + _TAIL.size + len(info)
+    lut = b"" if entry.lut is None else \
+        _LUT_TAG + _LUT_COUNT.pack(len(entry.lut)) + struct.pack(f"<{len(entry.lut)}d", *entry.lut)
+    length = _FIXED.size + len(name) + _TAIL.size + len(info) + len(lut)
     if length > _MAX_ENTRY:
         raise InputError(f"tensor {entry.name!r}: entry is {length} bytes; .ecal entries hold at most {_MAX_ENTRY}")
     scale32 = float32(entry.scale, "scale", entry.name)
@@ -186,7 +202,19 @@ def _encode_entry(entry: TensorCalibration) -> bytes:
         tail = _TAIL.pack(s.samples, s.count, s.zeros, s.nans, s.posinf, s.neginf, lo, hi, entry.scale, len(info))
     except struct.error as err:
         raise InputError(f"tensor {entry.name!r}: stats do not fit .ecal (counters are u64): {err}") from err
-    return fixed + name + tail + info
+    return fixed + name + tail + info + lut
+
+
+def _decode_lut(data: bytes, at: int, end: int, index: int) -> tuple[float, ...] | None:
+    """The appended codebook between ``at`` and the entry's ``end``; None when the entry has none."""
+    if data[at : at + len(_LUT_TAG)] != _LUT_TAG or end - at < len(_LUT_TAG):
+        return None  # nothing appended, or a later revision's field
+    at += len(_LUT_TAG)
+    count = _LUT_COUNT.unpack_from(data, at)[0] if end - at >= _LUT_COUNT.size else 0
+    if end - at < _LUT_COUNT.size + 8 * count:
+        raise StateError(f".ecal entry {index}: codebook of {end - at} bytes after its tag; expected a level count "
+                         f"and {count} f64 levels")
+    return struct.unpack_from(f"<{count}d", data, at + _LUT_COUNT.size)
 
 
 def write_ecal(table: CalibrationTable) -> bytes:
@@ -258,8 +286,9 @@ def _decode_entry(data: bytes, start: int, end: int, index: int) -> tuple[Tensor
         method, params = info["method"], info["params"]
         flags = _decode_flags(bits, index)
         stats = TensorStats(*counts, None if math.isnan(lo) else lo, None if math.isnan(hi) else hi)
+        lut = _decode_lut(data, json_at + jlen, start + length, index)
         entry = TensorCalibration(name, amax, scale, zero_point, dtypes[dcode], schemes[scode],
-                                  method, params, stats, flags)  # fmt: skip
+                                  method, params, stats, flags, lut)  # fmt: skip
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, InputError) as err:
         raise StateError(f".ecal entry {index} is malformed: {err}") from err
     return entry, start + length

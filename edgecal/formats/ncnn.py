@@ -156,6 +156,7 @@ def _unsupported(name: str) -> str | None:
 
 
 def _line(entry: TensorCalibration) -> str:
+    entry.check_uniform("an ncnn table")
     entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric
     if entry.scheme != "symmetric":
         raise InputError(f"tensor {entry.name!r}: scheme {entry.scheme!r}; ncnn tables hold symmetric int8 only")

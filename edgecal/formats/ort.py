@@ -47,7 +47,7 @@ import re
 import struct
 
 from ..errors import InputError, StateError
-from ..table import CalibrationTable, TensorCalibration
+from ..table import CalibrationTable, TensorCalibration, refuse_lut
 from .ecal import check_float32
 from .registry import Format, register_format
 
@@ -72,6 +72,7 @@ def write_ort(table: CalibrationTable) -> bytes:
         If an entry is not symmetric int8, or its amax or amax/127 is not a normal
         float32 (`edgecal.formats.ecal.check_float32`).
     """
+    refuse_lut(table, "an ONNX Runtime table")
     pairs = []
     for entry in table.values():
         entry = entry.as_symmetric() if entry.scheme == "tflite" else entry  # rule: TensorCalibration.as_symmetric

@@ -45,7 +45,7 @@ import re
 import struct
 
 from ..errors import InputError, StateError
-from ..table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration
+from ..table import ALL_ZERO_AMAX, CalibrationTable, TensorCalibration, refuse_lut
 from .ecal import check_float32, float32
 from .registry import Format, register_format
 
@@ -75,6 +75,7 @@ def write_trt(table: CalibrationTable, *, trt_version: str = "8601", algorithm: 
         If an option is malformed, an entry is not symmetric int8, or amax / 127 or
         amax is not a normal float32 (`edgecal.formats.ecal.check_float32`).
     """
+    refuse_lut(table, "a TensorRT cache")
     if not (_VERSION.fullmatch(str(trt_version)) and _ALGORITHM.fullmatch(str(algorithm))):
         raise InputError(
             f"TensorRT cache header TRT-{trt_version}-{algorithm}: expected trt_version of digits (e.g. 8601) "

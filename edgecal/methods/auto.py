@@ -98,7 +98,8 @@ def auto(hist: StreamingHistogram, methods: str = "") -> float:
 
 def auto_range(hist: StreamingHistogram, methods: str = "") -> tuple[float, float]:
     """Asymmetric scheme: the listed method whose rounded grid has the least round-trip error."""
-    return pick(hist, methods, asymmetric=True)[1]
+    lo, hi = pick(hist, methods, asymmetric=True)[1]
+    return float(lo), float(hi)  # the uniform grid auto judged: no other method's codebook or record
 
 
 register(_SELF, fit=auto_range)(auto)

@@ -54,17 +54,23 @@ class Method:
         return {**self.defaults, **params}
 
     def __call__(self, hist: StreamingHistogram, **params: Any) -> float:
-        return float(self.fn(hist, **self.resolve(params)))
+        value = self.fn(hist, **self.resolve(params))
+        return value if isinstance(value, Traced) else float(value)
 
     def fit_range(self, hist: StreamingHistogram, **params: Any) -> tuple[float, float]:
         """``(lo, hi)`` for the asymmetric scheme, ``lo <= 0 <= hi``."""
         resolved = self.resolve(params)
         if self.fit is not None:
             lo, hi = self.fit(hist, **resolved)
-            return min(float(lo), 0.0), max(float(hi), 0.0)
-        hi = float(self.fn(SignView(hist, positive=True), **resolved)) if (hist.max or 0.0) > 0.0 else 0.0
-        lo = -float(self.fn(SignView(hist, positive=False), **resolved)) if (hist.min or 0.0) < 0.0 else 0.0
+            return min(_kept(lo), 0.0), max(_kept(hi), 0.0)
+        hi = _kept(self.fn(SignView(hist, positive=True), **resolved)) if (hist.max or 0.0) > 0.0 else 0.0
+        lo = -_kept(self.fn(SignView(hist, positive=False), **resolved)) if (hist.min or 0.0) < 0.0 else 0.0
         return min(lo, 0.0), max(hi, 0.0)
+
+
+def _kept(value: Any) -> float:
+    """``value`` as a float, its record kept when it has one."""
+    return value if isinstance(value, Traced) else float(value)
 
 
 def _check_type(method: str, key: str, value: Any, default: Any) -> None:
@@ -113,6 +119,39 @@ class SignView:
 
     def negative_counts(self) -> np.ndarray:
         return np.zeros(self.bins, dtype=np.int64)
+
+
+class Traced(float):
+    """A threshold carrying its optimiser's record (iterations, steps, objective values).
+
+    A method may return one instead of a plain float; `Calibrator.compute` stores the
+    record in the entry's ``params["trace"]`` and, when ``lut`` is set (a codebook's
+    levels), those levels in the entry's ``lut``. It is a float everywhere else.
+    """
+
+    trace: dict[str, Any]
+    lut: tuple[float, ...] | None = None
+
+    def __new__(cls, value: float, trace: Mapping[str, Any]) -> Traced:
+        obj = super().__new__(cls, value)
+        obj.trace = dict(trace)
+        return obj
+
+    def __neg__(self) -> Traced:
+        out = Traced(-float(self), self.trace)
+        out.lut = self.lut
+        return out
+
+
+def traced_params(params: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+    """``params`` plus ``trace``: the record of the one traced value (or the one record all of them share),
+    else each value's record by name (``lo``, ``hi``)."""
+    traces = {k: v.trace for k, v in values.items() if isinstance(v, Traced)}
+    if not traces:
+        return dict(params)
+    records = list(traces.values())
+    one = len(values) == 1 or (len(traces) == len(values) and all(r == records[0] for r in records))
+    return {**params, "trace": records[0] if one else traces}
 
 
 _METHODS: dict[str, Method] = {}

@@ -16,12 +16,14 @@ and check them bit for bit against the TFLM interpreter and ONNX Runtime.
 from .elementwise import add, add_params
 from .geometry import Window
 from .linear import conv2d, depthwise_conv2d, fully_connected
+from .lut import lut_bounds, lut_dequantize, lut_quantize
 from .pool import avg_pool2d, max_pool2d
 from .quantization import dequantize, quantize
 from .requant import ROUNDINGS, Int32OverflowError, Requant, activation_range, op_multipliers, quantize_multiplier, requantize
 
 __all__ = [
     "ROUNDINGS", "Int32OverflowError", "Requant", "Window", "activation_range", "add", "add_params", "avg_pool2d", "conv2d",
-    "depthwise_conv2d", "dequantize", "fully_connected", "max_pool2d", "op_multipliers", "quantize",
+    "depthwise_conv2d", "dequantize", "fully_connected", "lut_bounds", "lut_dequantize", "lut_quantize", "max_pool2d",
+    "op_multipliers", "quantize",
     "quantize_multiplier", "requantize",
 ]
