@@ -192,3 +192,14 @@ def test_auto_picks_the_method_whose_grid_the_naive_twin_scores_lowest(sample):
         naive_asym[m] = (naive.asymmetric_mse_error(pos, ptop, neg, ntop, scale / w, 255 - m_neg), (lo, hi))
     best = min(names, key=lambda m: (naive_asym[m][0], names.index(m)))
     assert get_method("auto").fit_range(h) == pytest.approx(naive_asym[best][1], rel=1e-12)
+
+
+def test_auto_tries_only_the_quick_uniform_grids_unless_told_otherwise():
+    """The tool-compatibility modes, kl-refine and codebooks stay out of auto's default list, but can be named."""
+    from edgecal.methods import auto as auto_module
+
+    assert auto_module._candidates("") == ["kl", "minmax", "mse", "percentile"]
+    h = hist_of(np.random.default_rng(3).laplace(size=5000))
+    name, amax, _ = auto_module.pick(h, "minmax,kl-ncnn")
+    assert name in ("minmax", "kl-ncnn") and amax == get_method(name)(h)
+    assert get_method("auto")(h, methods="kl-ncnn") == get_method("kl-ncnn")(h)

@@ -37,7 +37,7 @@ _SELF = "auto"
 
 def _candidates(methods: str) -> list[str]:
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else \
-        [m for m in method_names() if m != _SELF]
+        [m for m in method_names() if m != _SELF and get_method(m).auto_candidate]
     if _SELF in names:
         raise InputError("method 'auto' cannot list itself in methods")
     for name in names:

@@ -272,4 +272,4 @@ def codebook_range(hist: StreamingHistogram, bits: int = 8, objective: str = "ms
 
 
 register("codebook", fit=codebook_range,
-         bounds={"bits": (1, _MAX_BITS), "max_iter": (0, 100_000), "tol": (1e-15, 1.0)})(codebook)
+         bounds={"bits": (1, _MAX_BITS), "max_iter": (0, 100_000), "tol": (1e-15, 1.0)}, auto_candidate=False)(codebook)

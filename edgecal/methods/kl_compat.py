@@ -370,7 +370,8 @@ def _mxnet_range(hist: StreamingHistogram, num_bins: int = 8001, num_quantized_b
     return (0.0 if (hist.min or 0.0) >= 0.0 else -t), t
 
 
-@register("kl-onnxruntime", fit=_ort_range, bounds={"num_bins": (2, _MAX_BINS), "num_quantized_bins": (1, _MAX_BINS)})
+@register("kl-onnxruntime", fit=_ort_range, bounds={"num_bins": (2, _MAX_BINS), "num_quantized_bins": (1, _MAX_BINS)},
+          auto_candidate=False)
 def kl_onnxruntime(hist: StreamingHistogram, num_bins: int = 128, num_quantized_bins: int = 128) -> float:
     """ONNX Runtime's entropy calibration (1.32), defaults 128 bins / 128 levels as ORT's."""
     if num_quantized_bins > num_bins:
@@ -379,7 +380,8 @@ def kl_onnxruntime(hist: StreamingHistogram, num_bins: int = 128, num_quantized_
     return max(-lo, hi)
 
 
-@register("kl-mxnet", fit=_mxnet_range, bounds={"num_bins": (3, _MAX_BINS), "num_quantized_bins": (1, _MAX_BINS)})
+@register("kl-mxnet", fit=_mxnet_range, bounds={"num_bins": (3, _MAX_BINS), "num_quantized_bins": (1, _MAX_BINS)},
+          auto_candidate=False)
 def kl_mxnet(hist: StreamingHistogram, num_bins: int = 8001, num_quantized_bins: int = 255) -> float:
     """MXNet's entropy calibration (8001 signed bins, 255 levels; 511 for a never-negative tensor)."""
     nq = _mxnet_levels(hist, num_quantized_bins)
@@ -389,7 +391,7 @@ def kl_mxnet(hist: StreamingHistogram, num_bins: int = 8001, num_quantized_bins:
     return float(hist.amax * (2.0 * (num_bins // 2 + i + 1) / num_bins - 1.0))
 
 
-@register("kl-ncnn", bounds={"num_bins": (3, _MAX_BINS), "levels": (2, _MAX_BINS)})
+@register("kl-ncnn", bounds={"num_bins": (3, _MAX_BINS), "levels": (2, _MAX_BINS)}, auto_candidate=False)
 def kl_ncnn(hist: StreamingHistogram, num_bins: int = 2048, levels: int = 128) -> float:
     """ncnn2table's KL calibration (2048 bins of |x|, zeros left out, threshold at a bin centre)."""
     if levels >= num_bins:

@@ -184,4 +184,4 @@ def kl_refine_range(hist: StreamingHistogram, num_levels: int = 128, start_bin: 
 
 register("kl-refine", fit=kl_refine_range,
          bounds={"num_levels": (1, 1 << 16), "start_bin": (1, 1 << 24), "max_iter": (0, 10_000), "tol": (1e-12, 1.0),
-                 "candidates": (1, 1 << 12)})(kl_refine)
+                 "candidates": (1, 1 << 12)}, auto_candidate=False)(kl_refine)

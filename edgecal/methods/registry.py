@@ -39,6 +39,7 @@ class Method:
     summary: str
     fit: FitFn | None = None
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    auto_candidate: bool = True  # `auto` tries it when no method list is given
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``params``; an unknown parameter or one of the wrong type is an error."""
@@ -157,21 +158,24 @@ def traced_params(params: Mapping[str, Any], **values: Any) -> dict[str, Any]:
 _METHODS: dict[str, Method] = {}
 
 
-def register(name: str, fit: FitFn | None = None,
-             bounds: Mapping[str, tuple[float, float]] | None = None) -> Callable[[MethodFn], MethodFn]:
+def register(name: str, fit: FitFn | None = None, bounds: Mapping[str, tuple[float, float]] | None = None,
+             auto_candidate: bool = True) -> Callable[[MethodFn], MethodFn]:
     """Decorator: register ``fn(hist, **params) -> amax`` under ``name``.
 
     ``fit(hist, **params) -> (lo, hi)``, when given, is the method's own range for
     the asymmetric scheme; it takes the same parameters as ``fn``. ``bounds`` maps a
     numeric parameter to its accepted ``(min, max)``: `Method.resolve` refuses values
     outside before any work starts (a huge level count would run for hours).
+    ``auto_candidate=False`` keeps the method out of `auto`'s default list (slow
+    methods, tool-compatibility modes and codebooks, which `auto`'s uniform-grid
+    error cannot judge); `auto` still tries it when named in its ``methods``.
     """
 
     def deco(fn: MethodFn) -> MethodFn:
         sig = inspect.signature(fn)
         defaults = {k: p.default for k, p in list(sig.parameters.items())[1:]}
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}))
+        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}), auto_candidate)
         return fn
 
     return deco
