@@ -362,7 +362,7 @@ def _check_state_memory(count: int, bins: int, limit: int) -> None:
                          f"{limit} bytes (max_memory)")
 
 
-_LANE_BYTES_PER_BIN = 64  # StreamingHistogram: 4 lanes x 2 signs x int64 per bin
+_LANE_BYTES_PER_BIN = 24  # StreamingHistogram: 2 signs x (uint32 + the int64 a big histogram loads into) per bin
 
 
 class _Inflater:

@@ -11,6 +11,12 @@ or order, and two histograms merge exactly.
 Exact zeros, NaN, +Inf and -Inf never enter the bins; each has its own counter.
 ``count``, ``min`` and ``max`` are exact.
 
+Bins count in one uint32 array (64 KiB at 8192 bins per sign), so hundreds of
+tensors stream in little memory. Counts stay exact past 2**32: before a batch could
+overflow it (the values held in it plus the batch would exceed 2**32 - 1), the
+uint32 array is added into an int64 one and cleared. Only a tensor that has seen
+over four billion values pays for the int64 array.
+
 >>> import numpy as np
 >>> h = StreamingHistogram(bins=16)
 >>> h.update(np.array([0.0, 0.5, -3.0, np.nan, np.inf], dtype=np.float32))
@@ -32,7 +38,7 @@ import numpy as np
 from ._jit import kernel
 from .errors import InputError, StateError
 
-_LANES = 4  # interleaved sub-histograms (breaks store-to-load chains on hot bins); _fill assumes 4
+_LANE_MAX = (1 << 32) - 1  # what a uint32 bin holds; tests lower it to reach the spill path with little data
 _MAX_LOG2_BINS = 24
 _CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
 
@@ -58,31 +64,31 @@ def min_exponent(log2_bins: int) -> int:
 
 
 @kernel
-def _fold(lanes, k, log2b):
-    """Merge groups of 2**k adjacent bins of every lane and sign, in place."""
+def _fold(counts, k, log2b):
+    """Merge groups of 2**k adjacent bins of each sign of ``counts`` (positive, then negative), in place."""
     nb = 1 << log2b
     k = min(k, log2b)
-    for lane in range(lanes.shape[0]):
-        for half in range(2):
-            base = half * nb
-            for j in range(nb):
-                c = lanes[lane, base + j]
-                lanes[lane, base + j] = 0
-                lanes[lane, base + (j >> k)] += c
+    for half in range(2):
+        base = half * nb
+        for j in range(nb):
+            c = counts[base + j]
+            counts[base + j] = 0
+            counts[base + (j >> k)] += c
 
 
 @kernel
-def _fill(x, start, lanes, special, ext, scale, rng, nb):
+def _fill(x, start, lane, special, ext, scale, rng, nb):
     """Bin ``x[start:]`` until a finite value at or above ``rng`` needs the range to grow.
 
     Returns the index of that value, or ``x.size``. ``scale = nb / rng`` and ``rng``
-    have x's float type (exact: both are powers of two). lanes[l] holds positive bins
-    [0, nb), negative bins [nb, 2nb) and the zero counter at 2nb; values go to lane
-    ``i % 4``. special = [nan, +inf, -inf]; ext = [min, max] of finite values. The hot
+    have x's float type (exact: both are powers of two). lane holds positive bins
+    [0, nb) and negative bins [nb, 2nb); the caller guarantees it cannot overflow.
+    special = [nan, +inf, -inf, zeros]; ext = [min, max] of finite values. The hot
     path handles four ordinary values per step and calls nothing, so LLVM keeps its
-    state in registers.
+    state in registers. Zeros land in bin 0 like tiny positive values, without a
+    branch, and are moved to their own counter at the end.
     """
-    zslot = 2 * nb
+    zeros = 0
     vmin = ext[0]
     vmax = ext[1]
     n = x.size
@@ -97,7 +103,8 @@ def _fill(x, start, lanes, special, ext, scale, rng, nb):
                 for k in range(4):
                     v = x[i + k]
                     a = abs(v)
-                    lanes[k, int(a * scale) + nb * int(v < 0) + zslot * int(a == 0)] += 1
+                    lane[int(a * scale) + nb * int(v < 0)] += 1
+                    zeros += int(a == 0)
                     vmin = min(vmin, v)
                     vmax = max(vmax, v)
                 i += 4
@@ -105,7 +112,8 @@ def _fill(x, start, lanes, special, ext, scale, rng, nb):
         v = x[i]
         a = abs(v)
         if a < rng:
-            lanes[i & 3, int(a * scale) + nb * int(v < 0) + zslot * int(a == 0)] += 1
+            lane[int(a * scale) + nb * int(v < 0)] += 1
+            zeros += int(a == 0)
             vmin = min(vmin, v)
             vmax = max(vmax, v)
         elif a != a:
@@ -115,6 +123,8 @@ def _fill(x, start, lanes, special, ext, scale, rng, nb):
         else:
             break
         i += 1
+    lane[0] -= zeros
+    special[3] += zeros
     # a zero extreme is reported as +0.0 whatever mix of 0.0 and -0.0 was seen
     ext[0] = vmin if vmin != 0 else 0.0
     ext[1] = vmax if vmax != 0 else 0.0
@@ -137,8 +147,10 @@ class StreamingHistogram:
     def __init__(self, bins: int = 2048) -> None:
         self._bins = check_bins(bins)
         self._log2b = self._bins.bit_length() - 1
-        self._lanes = np.zeros((_LANES, 2 * self._bins + 1), dtype=np.int64)
-        self._special = np.zeros(3, dtype=np.int64)
+        self._lane = np.zeros(2 * self._bins, dtype=np.uint32)
+        self._wide: np.ndarray | None = None  # int64 counts spilled from _lane, made at the first spill
+        self._held = 0  # an upper bound on the sum of _lane: spill before it could pass _LANE_MAX
+        self._special = np.zeros(4, dtype=np.int64)  # nan, +inf, -inf, zeros
         self._ext = np.array([np.inf, -np.inf])
         self._exp = min_exponent(self._log2b)
         self._count = 0
@@ -165,17 +177,55 @@ class StreamingHistogram:
         return dt == _NATIVE[1] or -126 <= self._log2b - self._exp <= 127
 
     def _ingest(self, flat: np.ndarray) -> None:
+        """Bin a 1-D float32/float64 array in pieces the uint32 bins can take."""
+        step = max(_LANE_MAX // 2, 1)
+        for start in range(0, flat.size, step):
+            piece = flat[start : start + step]
+            if self._held + piece.size > _LANE_MAX:
+                self._spill()
+            self._held += piece.size
+            self._ingest_piece(piece)
+
+    def _ingest_piece(self, flat: np.ndarray) -> None:
         """Bin a 1-D float32/float64 array, growing the range whenever a value needs it."""
         typ = flat.dtype.type
         i = 0
         while True:
             rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
-            i = _fill(flat, i, self._lanes, self._special, self._ext, typ(math.ldexp(1.0, self._log2b - self._exp)), rng, self._bins)
+            i = _fill(flat, i, self._lane, self._special, self._ext, typ(math.ldexp(1.0, self._log2b - self._exp)), rng, self._bins)
             if i >= flat.size:
                 return
             grown = math.frexp(abs(float(flat[i])))[1]  # smallest power of two above |x[i]|
-            _fold(self._lanes, grown - self._exp, self._log2b)
+            self._fold_bins(grown - self._exp)
             self._exp = grown
+
+    def _fold_bins(self, k: int) -> None:
+        _fold(self._lane, k, self._log2b)
+        if self._wide is not None:
+            _fold(self._wide, k, self._log2b)
+
+    def _spill(self) -> None:
+        """Move the uint32 counts into the int64 array (made now if needed), so the uint32 bins start empty."""
+        if self._wide is None:
+            self._wide = np.zeros(2 * self._bins, dtype=np.int64)
+        self._wide += self._lane
+        self._lane[:] = 0
+        self._held = 0
+
+    def _counts(self) -> np.ndarray:
+        """Every bin as int64: positive bins, then negative ones."""
+        counts = self._lane.astype(np.int64)
+        return counts if self._wide is None else counts + self._wide
+
+    def _set_counts(self, counts: np.ndarray) -> None:
+        """Hold the int64 ``counts`` in the uint32 bins when their sum fits, else in the int64 array."""
+        total = int(counts.sum())
+        if total <= _LANE_MAX:
+            self._lane[:] = counts
+            self._wide, self._held = None, total
+        else:
+            self._lane[:] = 0
+            self._wide, self._held = counts.astype(np.int64), 0
 
     def merge(self, other: StreamingHistogram) -> StreamingHistogram:
         """Add ``other``'s values to this histogram (exact); returns ``self``."""
@@ -183,13 +233,12 @@ class StreamingHistogram:
             raise InputError(f"can only merge a StreamingHistogram, found {type(other).__name__}")
         if other._bins != self._bins:
             raise InputError(f"cannot merge histograms with {self._bins} and {other._bins} bins; expected equal bin counts")
-        theirs = other._lanes.copy()
+        mine, theirs = self._counts(), other._counts()
         e = max(self._exp, other._exp)
-        if self._exp < e:
-            _fold(self._lanes, e - self._exp, self._log2b)
-        if other._exp < e:
-            _fold(theirs, e - other._exp, self._log2b)
-        self._lanes += theirs
+        for counts, exp in ((mine, self._exp), (theirs, other._exp)):
+            if exp < e:
+                _fold(counts, e - exp, self._log2b)
+        self._set_counts(mine + theirs)
         self._exp = e
         self._special += other._special
         self._ext[0] = min(self._ext[0], other._ext[0])
@@ -224,15 +273,16 @@ class StreamingHistogram:
 
     def positive_counts(self) -> np.ndarray:
         """int64 counts of the positive values, bin j holding [j*w, (j+1)*w)."""
-        return self._lanes[:, : self._bins].sum(axis=0)
+        return self._counts()[: self._bins]
 
     def negative_counts(self) -> np.ndarray:
         """int64 counts of |x| for the negative values, same bins as `positive_counts`."""
-        return self._lanes[:, self._bins : 2 * self._bins].sum(axis=0)
+        return self._counts()[self._bins :]
 
     def abs_counts(self) -> np.ndarray:
         """int64 histogram of |x| over the non-zero finite values (length ``bins``)."""
-        return self.positive_counts() + self.negative_counts()
+        counts = self._counts()
+        return counts[: self._bins] + counts[self._bins :]
 
     def occupied_abs_counts(self) -> np.ndarray:
         """`abs_counts` up to and including the last non-empty bin (empty when there is none).
@@ -245,13 +295,19 @@ class StreamingHistogram:
         return counts[: nonzero[-1] + 1] if nonzero.size else counts[:0]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes the counters take: the uint32 bins, the int64 ones once spilled into, the scalars."""
+        wide = 0 if self._wide is None else self._wide.nbytes
+        return self._lane.nbytes + wide + self._special.nbytes + self._ext.nbytes
+
+    @property
     def count(self) -> int:
         """Every value fed, whatever it was."""
         return self._count
 
     @property
     def zeros(self) -> int:
-        return int(self._lanes[:, 2 * self._bins].sum())
+        return int(self._special[3])
 
     @property
     def nans(self) -> int:
@@ -268,7 +324,7 @@ class StreamingHistogram:
     @property
     def finite(self) -> int:
         """Number of finite values (zeros included)."""
-        return self._count - int(self._special.sum())
+        return self._count - int(self._special[:3].sum())
 
     @property
     def min(self) -> float | None:
@@ -304,7 +360,7 @@ class StreamingHistogram:
             self._MAGIC, self.SCHEMA, 0, self._bins, self._exp, self._count, self.zeros,
             self.nans, self.posinf, self.neginf, self._ext[0], self._ext[1],
         )
-        body = head + self.positive_counts().astype("<i8").tobytes() + self.negative_counts().astype("<i8").tobytes()
+        body = head + self._counts().astype("<i8").tobytes()
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
@@ -332,9 +388,8 @@ class StreamingHistogram:
             raise StateError(f"histogram header is corrupt: exponent {exp} outside [{min_exponent(log2b)}, 1024]")
         counts = np.frombuffer(data, dtype="<i8", count=2 * bins, offset=size)
         _check_content(counts, (count, zeros, nans, posinf, neginf), (vmin, vmax), math.ldexp(1.0, exp - log2b))
-        h._lanes[0, : 2 * bins] = counts
-        h._lanes[0, 2 * bins] = zeros
-        h._special[:] = (nans, posinf, neginf)
+        h._set_counts(counts.astype(np.int64))
+        h._special[:] = (nans, posinf, neginf, zeros)
         h._ext[:] = (vmin, vmax)
         h._exp = exp
         h._count = count
