@@ -279,8 +279,10 @@ class Calibrator:
             "model_hash": self.model_hash,
         }
         meta_bytes = json.dumps(meta, sort_keys=True).encode()
-        raw = struct.pack("<I", len(meta_bytes)) + meta_bytes + b"".join(h.to_bytes() for h in self._hists.values())
-        payload = zlib.compress(raw, 1)
+        deflate = zlib.compressobj(1)  # one histogram at a time: 300 tensors of 8192 bins would be 38 MiB raw
+        parts = [deflate.compress(struct.pack("<I", len(meta_bytes)) + meta_bytes)]
+        parts += [deflate.compress(h.to_bytes()) for h in self._hists.values()]
+        payload = b"".join(parts) + deflate.flush()
         body = self._HEAD.pack(self._MAGIC, self.SCHEMA, 0, self.bins, len(self._hists), len(payload)) + payload
         return body + struct.pack("<I", zlib.crc32(body))
 

@@ -3,6 +3,10 @@
 h. startup: `edgecal --help` and an application importing the socket client, in fresh
    processes, against `python -c "import numpy"` (the floor: both need numpy) and
    `python -c "import numba"` (what every start paid when numba loaded at import).
+i. daemon memory: `edgecal daemon` with default settings and a spool source fed samples of a
+   300-tensor model (1K float32 values per tensor), against the same daemon fed a one-tensor
+   model: RSS once the spool is drained, peak RSS over the whole run (final checkpoint and
+   table included, from wait4), and the cost per extra tensor. Goal: <= 160 MiB.
 
 Each section is a pair (bench(cfg) -> dict, print(dict)); ``scripts/bench.py --only NAME``
 runs only the named ones. Speeds are ratios to baselines measured in the same run.
@@ -13,10 +17,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,4 +86,82 @@ def print_startup(r: dict) -> None:
     print(f"`python -m edgecal --help`: {r['help_cli_s']:.3f} s ({r['help_cli_s'] / base:.2f}x import numpy)")
 
 
-SECTIONS = {"startup": (bench_startup, print_startup)}
+_DAEMON_CONFIG = """
+[state]
+path = "{d}/state.ecst"
+[output]
+path = "{d}/table.ecal"
+[[source]]
+kind = "spool"
+path = "{d}/spool"
+"""
+
+
+def _vm_rss(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmRSS:"))
+
+
+def _feed_spool(spool: Path, tensors: int, files: int) -> None:
+    rng = np.random.default_rng(tensors)
+    for i in range(files):
+        arrays = {f"layer{k}/out": rng.standard_normal(1024, dtype=np.float32) * (k % 7 + 1) for k in range(tensors)}
+        with open(spool / f".f{i}.npz", "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(spool / f".f{i}.npz", spool / f"f{i:04d}.npz")
+    deadline = time.monotonic() + 300
+    while list(spool.glob("*.npz")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmark daemon did not drain its spool in 300 s")
+        time.sleep(0.05)
+
+
+def _daemon_memory(tensors: int, files: int) -> dict:
+    """RSS (MiB) of `edgecal daemon` after ``files`` samples of ``tensors`` tensors, and its peak over the run."""
+    d = Path(tempfile.mkdtemp(prefix="edgecal-daemon-"))
+    (d / "spool").mkdir()
+    (d / "edgecal.toml").write_text(_DAEMON_CONFIG.format(d=d))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(d / "notify"))
+    notify.settimeout(300)
+    proc = subprocess.Popen([sys.executable, "-m", "edgecal", "daemon", "--config", str(d / "edgecal.toml")],
+                            stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_SOCKET": str(d / "notify")})
+    try:
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        ready = _vm_rss(proc.pid)
+        _feed_spool(d / "spool", tensors, files)
+        time.sleep(0.5)
+        streaming = _vm_rss(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        state_bytes = (d / "state.ecst").stat().st_size
+    finally:
+        proc.kill()
+        notify.close()
+        shutil.rmtree(d, ignore_errors=True)
+    return {"tensors": tensors, "ready_mib": ready, "streaming_mib": streaming, "peak_mib": usage.ru_maxrss / 1024.0,
+            "exit_code": proc.returncode, "state_bytes": state_bytes}
+
+
+def bench_daemon_memory(cfg: dict) -> dict:
+    files = 20 if cfg.get("mode") == "full" else 8
+    one, many = _daemon_memory(1, files), _daemon_memory(300, files)
+    per_tensor = (many["streaming_mib"] - one["streaming_mib"]) / 299 * 1024
+    return {"files": files, "one": one, "many": many, "per_tensor_kib": per_tensor}
+
+
+def print_daemon_memory(r: dict) -> None:
+    print(f"\n[i] `edgecal daemon`, default settings (8192 bins), spool source, {r['files']} samples of 1K float32 "
+          "values per tensor")
+    print(f"{'model':<14}{'ready MiB':>11}{'drained MiB':>13}{'peak MiB':>10}{'state bytes':>13}{'exit':>6}")
+    for key, label in (("one", "1 tensor"), ("many", "300 tensors")):
+        row = r[key]
+        print(f"{label:<14}{row['ready_mib']:>11.1f}{row['streaming_mib']:>13.1f}{row['peak_mib']:>10.1f}"
+              f"{row['state_bytes']:>13}{row['exit_code']:>6}")
+    print(f"RSS per extra tensor while streaming: {r['per_tensor_kib']:.0f} KiB; 300 tensors peak "
+          f"{r['many']['peak_mib']:.1f} MiB (goal <= 160 MiB)")
+
+
+SECTIONS = {"startup": (bench_startup, print_startup), "daemon": (bench_daemon_memory, print_daemon_memory)}
