@@ -41,6 +41,7 @@ from .errors import InputError, StateError
 _LANE_MAX = (1 << 32) - 1  # what a uint32 bin holds; tests lower it to reach the spill path with little data
 _MAX_LOG2_BINS = 24
 _CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
+_LOOKAHEAD = 4096  # values a range growth looks at: one growth covers a young histogram's first batch
 
 # The kernels take float32 and float64; other real dtypes are converted chunk-wise
 # (exactly: every integer up to 2**24 is a float32, up to 2**53 a float64).
@@ -64,16 +65,32 @@ def min_exponent(log2_bins: int) -> int:
 
 
 @kernel
-def _fold(counts, k, log2b):
-    """Merge groups of 2**k adjacent bins of each sign of ``counts`` (positive, then negative), in place."""
+def _fold(counts, k, log2b, top_pos, top_neg):
+    """Merge groups of 2**k adjacent bins of each sign of ``counts`` (positive, then negative), in place.
+
+    Only the first ``top_pos`` positive and ``top_neg`` negative bins may be non-zero
+    (the caller knows them from min and max): a young histogram grows its range many
+    times, and each growth then costs the occupied bins only, not all of them.
+    """
     nb = 1 << log2b
     k = min(k, log2b)
     for half in range(2):
         base = half * nb
-        for j in range(nb):
+        for j in range(top_pos if half == 0 else top_neg):
             c = counts[base + j]
             counts[base + j] = 0
             counts[base + (j >> k)] += c
+
+
+@kernel
+def _max_finite_abs(x, start, stop):
+    """Largest finite |x[k]| for start <= k < stop (0.0 if none), as float64."""
+    m = 0.0
+    for k in range(start, stop):
+        a = abs(np.float64(x[k]))
+        if a > m and a != np.inf:
+            m = a
+    return m
 
 
 @kernel
@@ -195,14 +212,23 @@ class StreamingHistogram:
             i = _fill(flat, i, self._lane, self._special, self._ext, typ(math.ldexp(1.0, self._log2b - self._exp)), rng, self._bins)
             if i >= flat.size:
                 return
-            grown = math.frexp(abs(float(flat[i])))[1]  # smallest power of two above |x[i]|
+            # the smallest power of two above every |x| of the next few values, x[i] included: growing
+            # once to it gives the same bins as growing value by value (the lattice is exact)
+            grown = math.frexp(_max_finite_abs(flat, i, min(i + _LOOKAHEAD, flat.size)))[1]
             self._fold_bins(grown - self._exp)
             self._exp = grown
 
     def _fold_bins(self, k: int) -> None:
-        _fold(self._lane, k, self._log2b)
+        tops = self._occupied()
+        _fold(self._lane, k, self._log2b, *tops)
         if self._wide is not None:
-            _fold(self._wide, k, self._log2b)
+            _fold(self._wide, k, self._log2b, *tops)
+
+    def _occupied(self) -> tuple[int, int]:
+        """How many leading positive and negative bins can be non-zero: up to the bins of max and -min."""
+        width = self.bin_width
+        return tuple(min(int(extreme / width) + 1, self._bins) if extreme > 0 else 0
+                     for extreme in (float(self._ext[1]), -float(self._ext[0])))  # type: ignore[return-value]
 
     def _spill(self) -> None:
         """Move the uint32 counts into the int64 array (made now if needed), so the uint32 bins start empty."""
@@ -235,9 +261,9 @@ class StreamingHistogram:
             raise InputError(f"cannot merge histograms with {self._bins} and {other._bins} bins; expected equal bin counts")
         mine, theirs = self._counts(), other._counts()
         e = max(self._exp, other._exp)
-        for counts, exp in ((mine, self._exp), (theirs, other._exp)):
-            if exp < e:
-                _fold(counts, e - exp, self._log2b)
+        for h, counts in ((self, mine), (other, theirs)):
+            if h._exp < e:
+                _fold(counts, e - h._exp, self._log2b, *h._occupied())
         self._set_counts(mine + theirs)
         self._exp = e
         self._special += other._special

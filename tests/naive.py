@@ -393,3 +393,9 @@ def merge_lattice(a: dict, b: dict) -> dict:
     highs = [h["max"] for h in (a, b) if h["max"] is not None]
     out["min"], out["max"] = (min(lows) if lows else None), (max(highs) if highs else None)
     return out
+
+
+def max_finite_abs(values: np.ndarray) -> float:
+    """The largest |x| over the finite values (0.0 when there is none), in float64."""
+    finite = [abs(float(v)) for v in np.asarray(values).ravel() if math.isfinite(float(v))]
+    return max(finite, default=0.0)

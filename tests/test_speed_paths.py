@@ -1,0 +1,79 @@
+"""The fast paths of the histogram against their naive twins: growth that folds only the occupied
+bins and looks ahead for the range, and a young histogram's first batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import naive
+from edgecal import Calibrator, StreamingHistogram
+from edgecal import histogram as histogram_module
+from edgecal.histogram import _fold, _max_finite_abs
+from test_counters import assert_counters
+
+SPECIALS = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e-40], np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int64])
+@pytest.mark.parametrize("k", [1, 3, 6, 40])
+def test_fold_of_the_occupied_bins_matches_the_naive_fold(dtype, k):
+    rng = np.random.default_rng(k)
+    nb, log2b = 64, 6
+    tops = (int(rng.integers(0, nb + 1)), int(rng.integers(0, nb + 1)))
+    counts = np.zeros(2 * nb, dtype)
+    counts[: tops[0]] = rng.integers(0, 1000, tops[0])
+    counts[nb : nb + tops[1]] = rng.integers(0, 1000, tops[1])
+    want = np.concatenate([naive.fold_counts(counts[:nb], k), naive.fold_counts(counts[nb:], k)])
+    _fold(counts, k, log2b, *tops)
+    assert [int(c) for c in counts] == [int(c) for c in want]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(4))
+def test_max_finite_abs_matches_naive(dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.standard_normal(50) * 10.0 ** rng.integers(-30, 30), SPECIALS]).astype(dtype)
+    rng.shuffle(x)
+    start, stop = sorted(int(v) for v in rng.integers(0, x.size, 2))
+    assert _max_finite_abs(x, start, stop) == naive.max_finite_abs(x[start:stop])
+    assert _max_finite_abs(x, 0, x.size) == naive.max_finite_abs(x)
+    assert _max_finite_abs(SPECIALS[2:5].astype(dtype), 0, 3) == 0.0  # NaN and infinities only
+
+
+def test_growth_across_the_lookahead_window_matches_naive(monkeypatch):
+    monkeypatch.setattr(histogram_module, "_LOOKAHEAD", 5)  # many windows in a small array
+    x = (np.random.default_rng(3).standard_normal(300) * np.geomspace(1e-20, 1e20, 300)).astype(np.float32)
+    x[::40] = SPECIALS[: x[::40].size]
+    h = StreamingHistogram(128)
+    h.update(x)
+    assert_counters(h, naive.lattice_histogram(x, 128))
+
+
+def test_a_young_histogram_grows_once_per_batch_not_once_per_new_maximum(monkeypatch):
+    folds = []
+    real = histogram_module._fold
+    monkeypatch.setattr(histogram_module, "_fold", lambda *a: folds.append(a[1]) or real(*a))
+    x = np.arange(1, 1001, dtype=np.float32)  # a new maximum at every value
+    h = StreamingHistogram(8192)
+    h.update(x)
+    assert len(folds) == 1
+    assert_counters(h, naive.lattice_histogram(x, 8192))
+
+
+finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
+values = st.lists(st.one_of(finite32, st.sampled_from([0.0, -0.0, float("nan"), float("inf"), float("-inf")])),
+                  min_size=1, max_size=60)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(values, min_size=1, max_size=6), st.sampled_from([2, 16, 8192]))
+def test_any_batching_into_any_tensor_order_matches_naive(batches, bins):
+    cal = Calibrator(bins)
+    for k, b in enumerate(batches):
+        cal.observe("a" if k % 2 else "b", np.array(b, np.float32))
+    for name, parts in (("b", batches[0::2]), ("a", batches[1::2])):
+        if parts:
+            assert_counters(cal.histogram(name), naive.lattice_histogram(np.array(sum(parts, []), np.float32), bins))
