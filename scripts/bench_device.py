@@ -7,6 +7,9 @@ i. daemon memory: `edgecal daemon` with default settings and a spool source fed 
    300-tensor model (1K float32 values per tensor), against the same daemon fed a one-tensor
    model: RSS once the spool is drained, peak RSS over the whole run (final checkpoint and
    table included, from wait4), and the cost per extra tensor. Goal: <= 160 MiB.
+j. observe: `Calibrator.observe` of 1K float32 values into a tensor seen before, with 1 tensor and
+   with 100/300/500 tensors taking turns (goal: <= 1.5x the one-tensor cost), and into a new
+   tensor (goal: <= 50 us). In-process, best of several interleaved rounds.
 
 Each section is a pair (bench(cfg) -> dict, print(dict)); ``scripts/bench.py --only NAME``
 runs only the named ones. Speeds are ratios to baselines measured in the same run.
@@ -164,4 +167,39 @@ def print_daemon_memory(r: dict) -> None:
           f"{r['many']['peak_mib']:.1f} MiB (goal <= 160 MiB)")
 
 
-SECTIONS = {"startup": (bench_startup, print_startup), "daemon": (bench_daemon_memory, print_daemon_memory)}
+def _per_observe(cal, names: list[str], x: np.ndarray) -> float:
+    t = time.perf_counter()
+    for name in names:
+        cal.observe(name, x)
+    return (time.perf_counter() - t) / len(names)
+
+
+def bench_observe(cfg: dict) -> dict:
+    from edgecal import Calibrator
+
+    x = np.random.default_rng(0).standard_normal(1024).astype(np.float32)
+    counts = (1, 100, 300, 500)
+    cals = {n: Calibrator() for n in counts}
+    names = {n: [f"layer{k}/out" for k in range(n)] for n in counts}
+    best = dict.fromkeys(["new", *counts], math.inf)
+    for n in counts:
+        _per_observe(cals[n], names[n], x)
+    for _ in range(7 if cfg.get("mode") == "full" else 3):  # interleaved: drift hits every case alike
+        best["new"] = min(best["new"], _per_observe(Calibrator(), [f"n{k}" for k in range(200)], x))
+        for n in counts:
+            rounds = max(1, 500 // n)
+            best[n] = min(best[n], _per_observe(cals[n], names[n] * rounds, x))
+    return {"us": {str(k): v * 1e6 for k, v in best.items()}, "values": x.size}
+
+
+def print_observe(r: dict) -> None:
+    us = r["us"]
+    print(f"\n[j] Calibrator.observe of {r['values']} float32 values (8192 bins), microseconds per call")
+    print(f"{'case':<36}{'us':>8}{'x one tensor':>14}")
+    for key, label in (("1", "1 tensor"), ("100", "100 tensors in turn"), ("300", "300 tensors in turn"),
+                       ("500", "500 tensors in turn"), ("new", "a new tensor (first observe)")):
+        print(f"{label:<36}{us[key]:>8.1f}{us[key] / us['1']:>14.2f}")
+
+
+SECTIONS = {"startup": (bench_startup, print_startup), "daemon": (bench_daemon_memory, print_daemon_memory),
+            "observe": (bench_observe, print_observe)}
