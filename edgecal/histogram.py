@@ -41,6 +41,7 @@ from .errors import InputError, StateError
 _LANE_MAX = (1 << 32) - 1  # what a uint32 bin holds; tests lower it to reach the spill path with little data
 _MAX_LOG2_BINS = 24
 _CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
+_BLOCK = 2048  # values per block of the float32 path (_fill_blocks)
 _LOOKAHEAD = 4096  # values a range growth looks at: one growth covers a young histogram's first batch
 
 # The kernels take float32 and float64; other real dtypes are converted chunk-wise
@@ -148,6 +149,62 @@ def _fill(x, start, lane, special, ext, scale, rng, nb):
     return i
 
 
+@kernel
+def _fill_blocks(x, start, lane, special, ext, scale, rng, block):
+    """`_fill` for float32 ``x``, ``block`` values at a time; same arguments and result (nb = lane.size // 2).
+
+    Per block, one branch-free pass over the values checks that none needs the
+    per-value path (NaN, Inf, range growth: ``not |v| < rng``), counts zeros, reduces
+    min and max as order-preserving integer keys of the float bits (float min/max
+    form a serial chain LLVM cannot vectorise), and stores each value's bin in a
+    small unsigned buffer; a second loop scatters the buffer into ``lane``. A block
+    holding anything unusual, and the last partial block, go through `_fill`.
+    """
+    nb = lane.size // 2
+    bits = x.view(np.int32)
+    slots = np.empty(block, np.uint32)
+    key = np.empty(2, np.int32)
+    i = start
+    n = x.size
+    while n - i >= block:
+        values = x[i : i + block]  # slices and range(len): no wrap-around code for negative indices
+        keys = bits[i : i + block]
+        ordinary = True
+        zeros = np.int32(0)
+        kmin = np.int32(0x7FFFFFFF)
+        kmax = np.int32(-0x80000000)
+        for k in range(values.size):
+            v = values[k]
+            a = abs(v)
+            ordinary &= a < rng
+            safe = a if a < rng else np.float32(0.0)  # keeps the int conversion defined; the block is redone anyway
+            slots[k] = np.uint32(np.int32(safe * scale)) + (np.uint32(nb) & np.uint32(-np.int32(v < 0)))
+            zeros += np.int32(a == 0)
+            b = keys[k]
+            kb = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))  # float order as int order (-0.0 just below 0.0)
+            kmin = min(kmin, kb)
+            kmax = max(kmax, kb)
+        if not ordinary:
+            stop = _fill(x[: i + block], i, lane, special, ext, scale, rng, nb)
+            if stop < i + block:
+                return stop
+            i = stop
+            continue
+        for k in range(slots.size):
+            lane[slots[k]] += 1
+        lane[0] -= zeros
+        special[3] += zeros
+        key[0] = kmin ^ ((kmin >> 31) & np.int32(0x7FFFFFFF))
+        key[1] = kmax ^ ((kmax >> 31) & np.int32(0x7FFFFFFF))
+        ends = key.view(np.float32)
+        lo = min(ext[0], np.float64(ends[0]))
+        hi = max(ext[1], np.float64(ends[1]))
+        ext[0] = lo if lo != 0 else 0.0  # a zero extreme is +0.0, as in `_fill`
+        ext[1] = hi if hi != 0 else 0.0
+        i += block
+    return _fill(x, i, lane, special, ext, scale, rng, nb)
+
+
 class StreamingHistogram:
     """Bounded-memory histogram of one tensor's values on a power-of-two lattice.
 
@@ -177,6 +234,8 @@ class StreamingHistogram:
         """Add every value of ``x`` (any real dtype, shape and memory layout)."""
         arr = x if type(x) is np.ndarray else np.asarray(x)
         dt = arr.dtype
+        if dt == _NATIVE[0] and arr.size and arr.flags.c_contiguous and not self._exact_in(dt):
+            self._start_range(arr.reshape(-1))
         if dt in _NATIVE and arr.flags.c_contiguous and self._exact_in(dt):
             self._ingest(arr.reshape(-1))
         else:
@@ -188,6 +247,19 @@ class StreamingHistogram:
             for chunk in _chunks(arr, target) if arr.size else ():
                 self._ingest(chunk)
         self._count += arr.size
+
+    def _start_range(self, flat: np.ndarray) -> None:
+        """While no value is binned, move the range straight to the one the first values need.
+
+        Growth from an empty histogram folds nothing, so this is what `_ingest` would do at
+        its first growth; done before binning, it lets the first float32 batch skip the
+        conversion to float64 (the starting range is too small for float32 arithmetic).
+        """
+        if self._occupied() != (0, 0):
+            return
+        biggest = _max_finite_abs(flat, 0, min(flat.size, _LOOKAHEAD))
+        if biggest > 0.0:
+            self._exp = max(self._exp, math.frexp(biggest)[1])
 
     def _exact_in(self, dt: np.dtype) -> bool:
         """Whether ``bins / R`` is a normal number of type ``dt`` (float64 always is)."""
@@ -209,7 +281,11 @@ class StreamingHistogram:
         i = 0
         while True:
             rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
-            i = _fill(flat, i, self._lane, self._special, self._ext, typ(math.ldexp(1.0, self._log2b - self._exp)), rng, self._bins)
+            scale = typ(math.ldexp(1.0, self._log2b - self._exp))
+            if typ is np.float32:
+                i = _fill_blocks(flat, i, self._lane, self._special, self._ext, scale, rng, _BLOCK)
+            else:
+                i = _fill(flat, i, self._lane, self._special, self._ext, scale, rng, self._bins)
             if i >= flat.size:
                 return
             # the smallest power of two above every |x| of the next few values, x[i] included: growing

@@ -56,11 +56,26 @@ def test_a_young_histogram_grows_once_per_batch_not_once_per_new_maximum(monkeyp
     folds = []
     real = histogram_module._fold
     monkeypatch.setattr(histogram_module, "_fold", lambda *a: folds.append(a[1]) or real(*a))
-    x = np.arange(1, 1001, dtype=np.float32)  # a new maximum at every value
+    x = np.arange(1, 1001, dtype=np.float64)  # a new maximum at every value
     h = StreamingHistogram(8192)
     h.update(x)
     assert len(folds) == 1
     assert_counters(h, naive.lattice_histogram(x, 8192))
+
+
+@pytest.mark.parametrize("first", [[1.0, 3.0], [0.0, np.nan, 2.5e-3], [1e-45, 0.0], [3e38, -1.0], [0.0, -0.0]])
+def test_a_first_float32_batch_is_binned_in_float32_when_its_range_allows(monkeypatch, first):
+    converted = []
+    real = histogram_module._chunks
+    monkeypatch.setattr(histogram_module, "_chunks", lambda *a: converted.append(a[1]) or real(*a))
+    x = np.array(first * 700, np.float32)
+    h = StreamingHistogram(8192)
+    h.update(x)
+    biggest = naive.max_finite_abs(x)  # no range, or one below 2**-114, is not exact in float32 arithmetic
+    assert converted == ([np.dtype(np.float64)] if biggest < 2.0**-100 else [])
+    later = np.array([7.0, -1e-30, 0.0], np.float32)
+    h.update(later)
+    assert_counters(h, naive.lattice_histogram(np.concatenate([x, later]), 8192))
 
 
 finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
@@ -77,3 +92,44 @@ def test_any_batching_into_any_tensor_order_matches_naive(batches, bins):
     for name, parts in (("b", batches[0::2]), ("a", batches[1::2])):
         if parts:
             assert_counters(cal.histogram(name), naive.lattice_histogram(np.array(sum(parts, []), np.float32), bins))
+
+
+def run_kernel(kernel, x, start, exp, nb, *extra):
+    """Run a fill kernel on fresh counters at lattice exponent ``exp``; every output, comparable with ==."""
+    lane, special = np.zeros(2 * nb, np.uint32), np.zeros(4, np.int64)
+    ext = np.array([np.inf, -np.inf])
+    rng = np.float32(np.inf) if exp >= 128 else np.float32(2.0**exp)
+    stop = kernel(x, start, lane, special, ext, np.float32(nb * 2.0**-exp), rng, *extra)
+    return stop, lane.tolist(), special.tolist(), ext.tobytes()
+
+
+anything32 = st.one_of(finite32, st.sampled_from([0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1e-45,
+                                                  -1e-45, 3.4e38, 2.0, -2.0, 1.9999999]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(anything32, min_size=0, max_size=70), st.integers(0, 10), st.integers(-20, 128),
+       st.sampled_from([1, 2, 3, 8, 16]))
+def test_the_block_kernel_equals_the_per_value_kernel(xs, start, exp, block):
+    x = np.array(xs, np.float32)
+    start = min(start, x.size)
+    nb = 16
+    assert run_kernel(histogram_module._fill_blocks, x, start, exp, nb, block) == \
+        run_kernel(histogram_module._fill, x, start, exp, nb, nb)
+
+
+@pytest.mark.parametrize("block", [3, 64, 2048])
+@pytest.mark.parametrize("seed", range(3))
+def test_block_path_histograms_match_naive_through_update(monkeypatch, block, seed):
+    monkeypatch.setattr(histogram_module, "_BLOCK", block)
+    rng = np.random.default_rng(seed)
+    batches = [rng.standard_normal(int(rng.integers(1, 9000))).astype(np.float32) * 2.0 ** float(rng.integers(-3, 4))
+               for _ in range(6)]
+    batches[2][::97] = np.nan
+    batches[3][::89] = -0.0
+    batches[4][5] = np.inf
+    batches[5][::50] = rng.standard_normal(batches[5][::50].size).astype(np.float32) * 1e-41  # subnormals
+    h = StreamingHistogram(2048)
+    for b in batches:
+        h.update(b)
+    assert_counters(h, naive.lattice_histogram(np.concatenate(batches), 2048))
