@@ -150,8 +150,37 @@ def _fill(x, start, lane, special, ext, scale, rng, nb):
 
 
 @kernel
+def _take_back_zeros(values, lane):
+    """Subtract from bins 0..7 the zeros of ``values`` that `_fill_blocks` put there (the zero at k in bin k % 8).
+
+    Eight named counters, one per bin, so that LLVM keeps them in one vector register.
+    """
+    whole = values.size - values.size % 8
+    z0 = z1 = z2 = z3 = z4 = z5 = z6 = z7 = np.int32(0)
+    for base in range(0, whole, 8):
+        z0 += np.int32(values[base] == 0)
+        z1 += np.int32(values[base + 1] == 0)
+        z2 += np.int32(values[base + 2] == 0)
+        z3 += np.int32(values[base + 3] == 0)
+        z4 += np.int32(values[base + 4] == 0)
+        z5 += np.int32(values[base + 5] == 0)
+        z6 += np.int32(values[base + 6] == 0)
+        z7 += np.int32(values[base + 7] == 0)
+    for k in range(whole, values.size):
+        lane[k - whole] -= np.uint32(values[k] == 0)
+    lane[0] -= z0
+    lane[1] -= z1
+    lane[2] -= z2
+    lane[3] -= z3
+    lane[4] -= z4
+    lane[5] -= z5
+    lane[6] -= z6
+    lane[7] -= z7
+
+
+@kernel
 def _fill_blocks(x, start, lane, special, ext, scale, rng, block):
-    """`_fill` for float32 ``x``, ``block`` values at a time; same arguments and result (nb = lane.size // 2).
+    """`_fill` for float32 ``x``, ``block`` values at a time; same arguments and result (nb = lane.size // 2 >= 4).
 
     Per block, one branch-free pass over the values checks that none needs the
     per-value path (NaN, Inf, range growth: ``not |v| < rng``), counts zeros, reduces
@@ -178,7 +207,10 @@ def _fill_blocks(x, start, lane, special, ext, scale, rng, block):
             a = abs(v)
             ordinary &= a < rng
             safe = a if a < rng else np.float32(0.0)  # keeps the int conversion defined; the block is redone anyway
-            slots[k] = np.uint32(np.int32(safe * scale)) + (np.uint32(nb) & np.uint32(-np.int32(v < 0)))
+            slot = np.uint32(np.int32(safe * scale)) + (np.uint32(nb) & np.uint32(-np.int32(v < 0)))
+            # a zero goes to bin k % 8 (taken back out below): post-ReLU data is half zeros, and
+            # one hot bin would chain every increment on the one before
+            slots[k] = slot if a != 0 else np.uint32(k & 7)
             zeros += np.int32(a == 0)
             b = keys[k]
             kb = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))  # float order as int order (-0.0 just below 0.0)
@@ -192,7 +224,8 @@ def _fill_blocks(x, start, lane, special, ext, scale, rng, block):
             continue
         for k in range(slots.size):
             lane[slots[k]] += 1
-        lane[0] -= zeros
+        if zeros:
+            _take_back_zeros(values, lane)
         special[3] += zeros
         key[0] = kmin ^ ((kmin >> 31) & np.int32(0x7FFFFFFF))
         key[1] = kmax ^ ((kmax >> 31) & np.int32(0x7FFFFFFF))
@@ -282,7 +315,7 @@ class StreamingHistogram:
         while True:
             rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
             scale = typ(math.ldexp(1.0, self._log2b - self._exp))
-            if typ is np.float32:
+            if typ is np.float32 and self._bins >= 4:
                 i = _fill_blocks(flat, i, self._lane, self._special, self._ext, scale, rng, _BLOCK)
             else:
                 i = _fill(flat, i, self._lane, self._special, self._ext, scale, rng, self._bins)

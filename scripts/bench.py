@@ -501,7 +501,8 @@ def print_report(res: dict) -> None:
     print_link(res["link"])
     print_soak(res["soak"])
     for name, (_, show) in SECTIONS.items():
-        show(res[name])
+        if name != "ingest":
+            show(res[name])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
 
@@ -811,9 +812,18 @@ def run(cfg: dict) -> dict:
     res["link"] = bench_link_decode(cfg)
     log("daemon soak")
     res["soak"] = bench_soak(cfg)
-    res.update(run_sections(cfg, list(SECTIONS)))
+    res.update(run_sections(cfg, [name for name in SECTIONS if name != "ingest"]))  # ingest: section a above
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def _ingest_section(cfg: dict) -> dict:
+    """Section a alone (for --only): the ingest ratios on every distribution."""
+    rows = [row for kind in DISTRIBUTIONS for row in bench_ingest(make_data(kind, cfg["values"]), kind, cfg)]
+    return {"rows": rows, "cfg": cfg}
+
+
+SECTIONS = {"ingest": (_ingest_section, lambda r: print_ingest(r["rows"], r["cfg"])), **SECTIONS}
 
 
 def run_sections(cfg: dict, names: list[str]) -> dict:

@@ -125,6 +125,7 @@ def test_block_path_histograms_match_naive_through_update(monkeypatch, block, se
     rng = np.random.default_rng(seed)
     batches = [rng.standard_normal(int(rng.integers(1, 9000))).astype(np.float32) * 2.0 ** float(rng.integers(-3, 4))
                for _ in range(6)]
+    batches[1] = np.maximum(batches[1], 0.0)  # post-ReLU: half exact zeros
     batches[2][::97] = np.nan
     batches[3][::89] = -0.0
     batches[4][5] = np.inf
@@ -133,3 +134,16 @@ def test_block_path_histograms_match_naive_through_update(monkeypatch, block, se
     for b in batches:
         h.update(b)
     assert_counters(h, naive.lattice_histogram(np.concatenate(batches), 2048))
+
+
+@pytest.mark.parametrize("size", [0, 5, 8, 61, 2048])
+def test_taking_back_zeros_subtracts_the_zeros_at_k_from_bin_k_mod_8(size):
+    rng = np.random.default_rng(size)
+    values = np.where(rng.random(size) < 0.5, 0.0, rng.standard_normal(size)).astype(np.float32)
+    values[::7] = -0.0
+    lane = rng.integers(size, 10 * size + 10, 64).astype(np.uint32)
+    want = [int(c) for c in lane]
+    for k, v in enumerate(values.tolist()):  # the naive rule, value by value
+        want[k % 8] -= v == 0
+    histogram_module._take_back_zeros(values, lane)
+    assert lane.tolist() == want
