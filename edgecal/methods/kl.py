@@ -64,8 +64,10 @@ def _candidate_kl(counts, pre, memo_hi, memo, i, levels):
 
     Level k covers bins [ceil(k*i/L), ceil((k+1)*i/L)), stepped without division.
     A level's term depends only on its bin range, and consecutive candidates share
-    most ranges, so terms are memoised by first bin (``memo_hi[lo]`` says for which
-    end). A level with one non-empty bin reproduces P exactly: its term is 0.
+    most ranges, so terms are memoised by first bin and the parity of the level's
+    width (``memo_hi[lo, slot]`` says for which end): a candidate's levels are
+    floor(i/L) or ceil(i/L) bins wide, so both widths a first bin meets stay cached.
+    A level with one non-empty bin reproduces P exactly: its term is 0.
     """
     n = counts.size
     total = pre[0, n]
@@ -87,12 +89,12 @@ def _candidate_kl(counts, pre, memo_hi, memo, i, levels):
         if hi > lo:
             if hi == i and outliers > 0.0:
                 acc += _level_term(pre, lo, hi, last, outliers)
-            elif memo_hi[lo] == hi:
-                acc += memo[lo]
+            elif memo_hi[lo, (hi - lo) & 1] == hi:
+                acc += memo[lo, (hi - lo) & 1]
             else:
                 term = 0.0 if pre[1, hi] - pre[1, lo] <= 1.0 else _level_term(pre, lo, hi, 0.0, 0.0)
-                memo_hi[lo] = hi
-                memo[lo] = term
+                memo_hi[lo, (hi - lo) & 1] = hi
+                memo[lo, (hi - lo) & 1] = term
                 acc += term
         lo = hi
     return acc / total + math.log1p(-outliers / total)
@@ -117,8 +119,8 @@ def _kl_search(counts, levels, start):
     """Best number of kept bins and its KL (last minimum wins)."""
     n = counts.size
     pre = _prefix(counts)
-    memo_hi = np.full(n + 1, -1, dtype=np.int64)
-    memo = np.zeros(n + 1)
+    memo_hi = np.full((n + 1, 2), -1, dtype=np.int64)
+    memo = np.zeros((n + 1, 2))
     best_i = n
     best = np.inf
     for i in range(start, n + 1):
@@ -148,8 +150,8 @@ def kl_divergences(counts: object, num_levels: int = 128, start_bin: int = 128) 
     arr = _check_counts(counts)
     levels, start = _check_levels(arr.size, num_levels, start_bin)
     pre = _prefix(arr)
-    memo_hi = np.full(arr.size + 1, -1, dtype=np.int64)
-    memo = np.zeros(arr.size + 1)
+    memo_hi = np.full((arr.size + 1, 2), -1, dtype=np.int64)
+    memo = np.zeros((arr.size + 1, 2))
     return np.array([_candidate_kl(arr, pre, memo_hi, memo, i, levels) for i in range(start, arr.size + 1)])
 
 
