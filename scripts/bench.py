@@ -501,7 +501,7 @@ def print_report(res: dict) -> None:
     print_link(res["link"])
     print_soak(res["soak"])
     for name, (_, show) in SECTIONS.items():
-        if name != "ingest":
+        if name not in ("ingest", "kl"):
             show(res[name])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
@@ -812,7 +812,7 @@ def run(cfg: dict) -> dict:
     res["link"] = bench_link_decode(cfg)
     log("daemon soak")
     res["soak"] = bench_soak(cfg)
-    res.update(run_sections(cfg, [name for name in SECTIONS if name != "ingest"]))  # ingest: section a above
+    res.update(run_sections(cfg, [name for name in SECTIONS if name not in ("ingest", "kl")]))  # a and b: above
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -823,7 +823,13 @@ def _ingest_section(cfg: dict) -> dict:
     return {"rows": rows, "cfg": cfg}
 
 
-SECTIONS = {"ingest": (_ingest_section, lambda r: print_ingest(r["rows"], r["cfg"])), **SECTIONS}
+def _kl_section(cfg: dict) -> list[dict]:
+    """Section b alone (for --only): kl_search on every distribution."""
+    return [row for kind in DISTRIBUTIONS for row in bench_kl(make_data(kind, cfg["values"]), kind, cfg)]
+
+
+SECTIONS = {"ingest": (_ingest_section, lambda r: print_ingest(r["rows"], r["cfg"])), "kl": (_kl_section, print_kl),
+            **SECTIONS}
 
 
 def run_sections(cfg: dict, names: list[str]) -> dict:
