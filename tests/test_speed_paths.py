@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import naive
 from edgecal import Calibrator, StreamingHistogram
 from edgecal import histogram as histogram_module
-from edgecal.histogram import _fold, _max_finite_abs
+from edgecal import lattice_kernels
+from edgecal.lattice_kernels import _fold, _max_finite_abs
 from test_counters import assert_counters
 
 SPECIALS = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e-40], np.float32)
@@ -114,8 +115,8 @@ def test_the_block_kernel_equals_the_per_value_kernel(xs, start, exp, block):
     x = np.array(xs, np.float32)
     start = min(start, x.size)
     nb = 16
-    assert run_kernel(histogram_module._fill_blocks, x, start, exp, nb, block) == \
-        run_kernel(histogram_module._fill, x, start, exp, nb, nb)
+    assert run_kernel(lattice_kernels._fill_blocks, x, start, exp, nb, block) == \
+        run_kernel(lattice_kernels._fill, x, start, exp, nb, nb)
 
 
 @pytest.mark.parametrize("block", [3, 64, 2048])
@@ -145,5 +146,5 @@ def test_taking_back_zeros_subtracts_the_zeros_at_k_from_bin_k_mod_8(size):
     want = [int(c) for c in lane]
     for k, v in enumerate(values.tolist()):  # the naive rule, value by value
         want[k % 8] -= v == 0
-    histogram_module._take_back_zeros(values, lane)
+    lattice_kernels._take_back_zeros(values, lane)
     assert lane.tolist() == want
