@@ -69,9 +69,9 @@ def clipped_at_most(hist: StreamingHistogram, lo: float, hi: float, step: float 
     return over
 
 
-def _update(name: str, hist: StreamingHistogram, array: Any) -> None:
+def _update(name: str, hist: StreamingHistogram, array: Any, threads: int = 1) -> None:
     try:
-        hist.update(array)
+        hist.update(array, threads)
     except InputError as err:
         raise InputError(f"tensor {name!r}: {err}") from None
 
@@ -85,13 +85,18 @@ class Calibrator:
         Bins per sign of every histogram (a power of two; default 8192, see README).
     model_hash : str, optional
         Identifies the model the activations come from; copied into every table.
+    threads : int
+        Threads that share a big `observe` batch (see `StreamingHistogram.update`); same results.
     """
 
     SCHEMA = 1
     _MAGIC = b"ECST"
     _HEAD = struct.Struct("<4sHHIII")  # magic, schema, reserved, bins, tensors, payload bytes
 
-    def __init__(self, bins: int = DEFAULT_BINS, model_hash: str | None = None) -> None:
+    def __init__(self, bins: int = DEFAULT_BINS, model_hash: str | None = None, *, threads: int = 1) -> None:
+        if type(threads) is not int or threads < 1:
+            raise InputError(f"threads must be a positive integer, found {threads!r}")
+        self.threads = threads
         self.bins = check_bins(bins)
         self.model_hash = model_hash
         self._hists: dict[str, StreamingHistogram] = {}
@@ -106,7 +111,7 @@ class Calibrator:
         if arr.size == 0:
             raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
         hist = self._hists.get(name) or StreamingHistogram(self.bins)
-        _update(name, hist, arr)  # checks the dtype before touching any counter
+        _update(name, hist, arr, self.threads)  # checks the dtype before touching any counter
         self._register(name, hist)
 
     def observe_chunks(self, name: str, chunks: Iterable[Any]) -> None:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,8 @@ _LANE_MAX = (1 << 32) - 1  # what a uint32 bin holds; tests lower it to reach th
 _MAX_LOG2_BINS = 24
 _CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
 _BLOCK = 2048  # values per block of the float32 path (_fill_blocks)
-_LOOKAHEAD = 4096  # values a range growth looks at: one growth covers a young histogram's first batch
+_LOOKAHEAD = 4096
+_PER_THREAD = 1 << 18  # values each thread of `update(threads=...)` gets at least: smaller slices cost more than they save  # values a range growth looks at: one growth covers a young histogram's first batch
 
 # The kernels take float32 and float64; other real dtypes are converted chunk-wise
 # (exactly: every integer up to 2**24 is a float32, up to 2**53 a float64).
@@ -90,14 +93,22 @@ class StreamingHistogram:
         self._count = 0
 
     # -- filling ---------------------------------------------------------------------
-    def update(self, x: Any) -> None:
-        """Add every value of ``x`` (any real dtype, shape and memory layout)."""
+    def update(self, x: Any, threads: int = 1) -> None:
+        """Add every value of ``x`` (any real dtype, shape and memory layout).
+
+        With ``threads`` > 1, a contiguous float batch of at least ``2**18`` values per
+        thread is split: each extra thread fills a histogram of its own (the kernels
+        release the GIL) that is then merged in, exactly, so the result is the same.
+        """
+        if type(threads) is not int or threads < 1:
+            raise InputError(f"threads must be a positive integer, found {threads!r}")
         arr = x if type(x) is np.ndarray else np.asarray(x)
         dt = arr.dtype
         if dt == _NATIVE[0] and arr.size and arr.flags.c_contiguous and not self._exact_in(dt):
             self._start_range(arr.reshape(-1))
         if dt in _NATIVE and arr.flags.c_contiguous and self._exact_in(dt):
-            self._ingest(arr.reshape(-1))
+            parts = min(threads, arr.size // _PER_THREAD)
+            self._ingest_parallel(arr.reshape(-1), parts) if parts > 1 else self._ingest(arr.reshape(-1))
         else:
             target = dt if dt in _NATIVE else _CONVERT.get(dt)
             if target is None:
@@ -120,6 +131,19 @@ class StreamingHistogram:
         biggest = _max_finite_abs(flat, 0, min(flat.size, _LOOKAHEAD))
         if biggest > 0.0:
             self._exp = max(self._exp, math.frexp(biggest)[1])
+
+    def _ingest_parallel(self, flat: np.ndarray, parts: int) -> None:
+        """`_ingest` with the last ``parts - 1`` slices of ``flat`` filled by pool threads into fresh histograms."""
+        slices = np.array_split(flat, parts)
+        helpers = [StreamingHistogram(self._bins) for _ in slices[1:]]
+        for h in helpers:
+            h._exp = self._exp  # empty: any range at or above self's merges back to self's bins
+        pool = _pool(parts - 1)
+        futures = [pool.submit(h._ingest, part) for h, part in zip(helpers, slices[1:])]
+        self._ingest(slices[0])
+        for h, future in zip(helpers, futures):
+            future.result()
+            self._absorb(h)
 
     def _exact_in(self, dt: np.dtype) -> bool:
         """Whether ``bins / R`` is a normal number of type ``dt`` (float64 always is)."""
@@ -195,6 +219,12 @@ class StreamingHistogram:
             raise InputError(f"can only merge a StreamingHistogram, found {type(other).__name__}")
         if other._bins != self._bins:
             raise InputError(f"cannot merge histograms with {self._bins} and {other._bins} bins; expected equal bin counts")
+        self._absorb(other)
+        self._count += other._count
+        return self
+
+    def _absorb(self, other: StreamingHistogram) -> None:
+        """Add ``other``'s bins, special counters and extremes (not its count) to this histogram's."""
         mine, theirs = self._counts(), other._counts()
         e = max(self._exp, other._exp)
         for h, counts in ((self, mine), (other, theirs)):
@@ -205,8 +235,6 @@ class StreamingHistogram:
         self._special += other._special
         self._ext[0] = min(self._ext[0], other._ext[0])
         self._ext[1] = max(self._ext[1], other._ext[1])
-        self._count += other._count
-        return self
 
     def copy(self) -> StreamingHistogram:
         """An independent copy."""
@@ -356,6 +384,18 @@ class StreamingHistogram:
         h._exp = exp
         h._count = count
         return h
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads, made on first use and kept for the process."""
+    with _POOL_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="edgecal-fill")
+        return _POOLS[workers]
 
 
 def _chunks(arr: np.ndarray, dtype: np.dtype):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import naive
-from edgecal import Calibrator, StreamingHistogram
+from edgecal import Calibrator, InputError, StreamingHistogram
 from edgecal import histogram as histogram_module
 from edgecal import lattice_kernels
 from edgecal.lattice_kernels import _fold, _max_finite_abs
@@ -148,3 +148,42 @@ def test_taking_back_zeros_subtracts_the_zeros_at_k_from_bin_k_mod_8(size):
         want[k % 8] -= v == 0
     lattice_kernels._take_back_zeros(values, lane)
     assert lane.tolist() == want
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_threads_give_the_same_histogram_as_one(monkeypatch, threads):
+    monkeypatch.setattr(histogram_module, "_PER_THREAD", 100)  # threads for a few hundred values
+    rng = np.random.default_rng(threads)
+    batches = [rng.standard_normal(int(rng.integers(150, 900))).astype(np.float32) * 10.0 ** float(k)
+               for k in range(-3, 4)]
+    batches[1][::31] = np.nan
+    batches[2][::17] = 0.0
+    batches[3][-1] = -np.inf
+    batches.append(rng.standard_normal(700))  # float64
+    one, many = Calibrator(256), Calibrator(256, threads=threads)
+    for b in batches:
+        one.observe("t", b)
+        many.observe("t", b)
+    assert many.to_bytes() == one.to_bytes()
+    assert_counters(many.histogram("t"), naive.lattice_histogram(np.concatenate(
+        [b.astype(np.float64) for b in batches]), 256))
+
+
+def test_threads_split_big_batches_only(monkeypatch):
+    calls = []
+    real = histogram_module.StreamingHistogram._ingest_parallel
+    monkeypatch.setattr(histogram_module.StreamingHistogram, "_ingest_parallel",
+                        lambda self, flat, parts: calls.append((flat.size, parts)) or real(self, flat, parts))
+    h = StreamingHistogram(64)
+    h.update(np.ones(2 * histogram_module._PER_THREAD - 1, np.float32), threads=4)  # too small to split
+    h.update(np.ones(3 * histogram_module._PER_THREAD, np.float32), threads=4)  # three slices, not four
+    assert calls == [(3 * histogram_module._PER_THREAD, 3)]
+    assert h.count == 5 * histogram_module._PER_THREAD - 1 == h.positive_counts().sum()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_threads_must_be_a_positive_integer(bad):
+    with pytest.raises(InputError, match=r"threads must be a positive integer, found"):
+        Calibrator(threads=bad)
+    with pytest.raises(InputError, match=r"threads must be a positive integer, found"):
+        StreamingHistogram(8).update(np.ones(3), threads=bad)
