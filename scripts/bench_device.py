@@ -10,6 +10,8 @@ i. daemon memory: `edgecal daemon` with default settings and a spool source fed 
 j. observe: `Calibrator.observe` of 1K float32 values into a tensor seen before, with 1 tensor and
    with 100/300/500 tensors taking turns (goal: <= 1.5x the one-tensor cost), and into a new
    tensor (goal: <= 50 us). In-process, best of several interleaved rounds.
+k. threads: `StreamingHistogram(8192).update(batch, threads=2)` against threads=1 on the same
+   16M float32 values in 1M and 4M batches (goal: >= 1.7x); the two histograms must be equal.
 
 Each section is a pair (bench(cfg) -> dict, print(dict)); ``scripts/bench.py --only NAME``
 runs only the named ones. Speeds are ratios to baselines measured in the same run.
@@ -201,5 +203,39 @@ def print_observe(r: dict) -> None:
         print(f"{label:<36}{us[key]:>8.1f}{us[key] / us['1']:>14.2f}")
 
 
+def _stream(parts: list[np.ndarray], threads: int):
+    from edgecal import StreamingHistogram
+
+    h = StreamingHistogram(8192)
+    t = time.perf_counter()
+    for part in parts:
+        h.update(part, threads=threads)
+    return time.perf_counter() - t, h
+
+
+def bench_threads(cfg: dict) -> dict:
+    x = np.random.default_rng(0).standard_normal(16 << 20).astype(np.float32)
+    rows = []
+    for batch in (1 << 20, 1 << 22):
+        parts = [x[i : i + batch] for i in range(0, x.size, batch)]
+        best, hists = {1: math.inf, 2: math.inf}, {}
+        for _ in range(5 if cfg.get("mode") == "full" else 3):
+            for threads in (1, 2):
+                seconds, hists[threads] = _stream(parts, threads)
+                best[threads] = min(best[threads], seconds)
+        rows.append({"batch": batch, "one_s": best[1], "two_s": best[2], "speedup": best[1] / best[2],
+                     "equal": hists[1] == hists[2]})
+    return {"rows": rows, "values": x.size, "cores": os.cpu_count()}
+
+
+def print_threads(r: dict) -> None:
+    print(f"\n[k] StreamingHistogram(8192).update on {r['values'] >> 20}M float32 values, 1 vs 2 threads "
+          f"({r['cores']} cores; goal >= 1.7x)")
+    print(f"{'batch':>8}{'1 thread ms':>13}{'2 threads ms':>14}{'speedup':>9}{'same bytes':>12}")
+    for row in r["rows"]:
+        print(f"{row['batch'] >> 20:>7}M{row['one_s'] * 1e3:>13.1f}{row['two_s'] * 1e3:>14.1f}{row['speedup']:>8.2f}x"
+              f"{'yes' if row['equal'] else 'NO':>12}")
+
+
 SECTIONS = {"startup": (bench_startup, print_startup), "daemon": (bench_daemon_memory, print_daemon_memory),
-            "observe": (bench_observe, print_observe)}
+            "observe": (bench_observe, print_observe), "threads": (bench_threads, print_threads)}
