@@ -501,7 +501,7 @@ def print_report(res: dict) -> None:
     print_link(res["link"])
     print_soak(res["soak"])
     for name, (_, show) in SECTIONS.items():
-        if name not in ("ingest", "kl"):
+        if name not in _IN_RUN:
             show(res[name])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
@@ -812,7 +812,7 @@ def run(cfg: dict) -> dict:
     res["link"] = bench_link_decode(cfg)
     log("daemon soak")
     res["soak"] = bench_soak(cfg)
-    res.update(run_sections(cfg, [name for name in SECTIONS if name not in ("ingest", "kl")]))  # a and b: above
+    res.update(run_sections(cfg, [name for name in SECTIONS if name not in _IN_RUN]))
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -829,7 +829,8 @@ def _kl_section(cfg: dict) -> list[dict]:
 
 
 SECTIONS = {"ingest": (_ingest_section, lambda r: print_ingest(r["rows"], r["cfg"])), "kl": (_kl_section, print_kl),
-            **SECTIONS}
+            "jit": (bench_jit, print_jit), **SECTIONS}
+_IN_RUN = ("ingest", "kl", "jit")  # sections a-c, which run() measures itself
 
 
 def run_sections(cfg: dict, names: list[str]) -> dict:
