@@ -24,7 +24,8 @@ import functools
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("edgecal")
 

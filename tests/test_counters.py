@@ -5,14 +5,14 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+import naive
 import numpy as np
 import pytest
+from crafted_files import histogram_bytes, state_bytes
+from golden_state import golden_batches, golden_calibrator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import naive
-from crafted_files import histogram_bytes, state_bytes
-from golden_state import golden_batches, golden_calibrator
 from edgecal import Calibrator, StreamingHistogram
 from edgecal import histogram as histogram_module
 

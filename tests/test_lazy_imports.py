@@ -18,7 +18,7 @@ from edgecal.sources import SocketSource
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ))
+                          timeout=300, env=dict(os.environ), check=False)
 
 
 HELP = """
