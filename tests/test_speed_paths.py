@@ -13,6 +13,7 @@ from test_counters import assert_counters
 from edgecal import Calibrator, InputError, StreamingHistogram, lattice_kernels
 from edgecal import histogram as histogram_module
 from edgecal.lattice_kernels import _fold, _max_finite_abs
+from edgecal.methods.kl import kl_divergences, kl_search
 
 SPECIALS = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e-40], np.float32)
 
@@ -186,3 +187,32 @@ def test_threads_must_be_a_positive_integer(bad):
         Calibrator(threads=bad)
     with pytest.raises(InputError, match=r"threads must be a positive integer, found"):
         StreamingHistogram(8).update(np.ones(3), threads=bad)
+
+
+def full_search(counts: np.ndarray, levels: int, start: int) -> int:
+    """The winner by definition: the last smallest of every candidate's KL (no early give-up)."""
+    d = kl_divergences(counts, levels, start)
+    return min(start, counts.size) + int(np.flatnonzero(d == d.min())[-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=90), st.integers(1, 9), st.integers(1, 40))
+def test_kl_search_with_its_cutoff_picks_the_full_searchs_winner(counts, levels, start):
+    c = np.array(counts, np.float64)
+    if not c.any():
+        c[-1] = 1.0
+    assert kl_search(c, levels, start) == full_search(c, levels, start)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "relu", "laplace", "uniform", "two spikes"])
+@pytest.mark.parametrize("bins", [2048, 8192])
+def test_kl_search_with_its_cutoff_matches_the_full_search_on_real_shapes(kind, bins):
+    rng = np.random.default_rng(bins)
+    x = {"gaussian": rng.standard_normal(200_000), "relu": np.maximum(rng.standard_normal(200_000), 0),
+         "laplace": rng.laplace(size=200_000), "uniform": rng.random(200_000),
+         "two spikes": np.repeat([0.1, 3.0], 1000)}[kind]
+    h = StreamingHistogram(bins)
+    h.update(x.astype(np.float32))
+    counts = h.occupied_abs_counts()
+    for levels in (128, 256):
+        assert kl_search(counts, levels, 128) == full_search(counts, levels, 128)
