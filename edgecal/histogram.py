@@ -88,6 +88,7 @@ class StreamingHistogram:
         self._wide: np.ndarray | None = None  # int64 counts spilled from _lane, made at the first spill
         self._held = 0  # an upper bound on the sum of _lane: spill before it could pass _LANE_MAX
         self._special = np.zeros(4, dtype=np.int64)  # nan, +inf, -inf, zeros
+        self._bounds: tuple[Any, ...] = (None, None)  # (exponent, float type, scale, range) of the last fill
         self._ext = np.array([np.inf, -np.inf])
         self._exp = min_exponent(self._log2b)
         self._count = 0
@@ -152,6 +153,10 @@ class StreamingHistogram:
     def _ingest(self, flat: np.ndarray) -> None:
         """Bin a 1-D float32/float64 array in pieces the uint32 bins can take."""
         step = max(_LANE_MAX // 2, 1)
+        if flat.size <= step and self._held + flat.size <= _LANE_MAX:  # nearly always: no slicing
+            self._held += flat.size
+            self._ingest_piece(flat)
+            return
         for start in range(0, flat.size, step):
             piece = flat[start : start + step]
             if self._held + piece.size > _LANE_MAX:
@@ -164,8 +169,7 @@ class StreamingHistogram:
         typ = flat.dtype.type
         i = 0
         while True:
-            rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
-            scale = typ(math.ldexp(1.0, self._log2b - self._exp))
+            scale, rng = self._scale_range(typ)
             if typ is np.float32 and self._bins >= 4:
                 i = _fill_blocks(flat, i, self._lane, self._special, self._ext, scale, rng, _BLOCK)
             else:
@@ -177,6 +181,13 @@ class StreamingHistogram:
             grown = math.frexp(_max_finite_abs(flat, i, min(i + _LOOKAHEAD, flat.size)))[1]
             self._fold_bins(grown - self._exp)
             self._exp = grown
+
+    def _scale_range(self, typ: type) -> tuple[Any, Any]:
+        """``bins / R`` and ``R`` as ``typ`` (R = inf where float32 cannot hold it), kept while the range stays."""
+        if self._bounds[:2] != (self._exp, typ):
+            rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
+            self._bounds = (self._exp, typ, typ(math.ldexp(1.0, self._log2b - self._exp)), rng)
+        return self._bounds[2], self._bounds[3]
 
     def _fold_bins(self, k: int) -> None:
         tops = self._occupied()
