@@ -13,6 +13,11 @@ first call imports numba, makes every pending kernel a Numba dispatcher and puts
 dispatchers into the modules that hold the stand-ins, so kernels that call kernels
 compile as before and later calls go straight to Numba.
 
+The first process after installing compiles every kernel it uses (seconds on a
+small board) and stores them; `on_cold_compile` lets the command line say so once,
+before it starts, instead of appearing to hang. Later processes load the kernels
+and never call it, nor does a new signature of a kernel already in the cache.
+
 When no writable cache location exists (read-only root file system, no HOME),
 Numba refuses ``cache=True`` at decoration time; edgecal then logs a warning and
 compiles in memory instead of failing.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -35,6 +41,9 @@ _warned: list[str] = []
 _pending: list[LazyKernel] = []
 _lock = threading.Lock()
 _ready = False
+_cold_callbacks: list[Callable[[], None]] = []
+_listener: Any = None
+_fire_lock = threading.Lock()
 
 
 class LazyKernel:
@@ -86,6 +95,7 @@ def compile_pending() -> None:
             stand_in.dispatcher = _njit(stand_in.py_func)
         _replace_stand_ins()
         _ready = True
+    _listen()
 
 
 def numba_loaded() -> bool:
@@ -101,3 +111,54 @@ def kernel(fn: Callable[..., Any]) -> Any:
     with _lock:
         _pending.append(stand_in)
     return stand_in
+
+
+def on_cold_compile(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (once per process) before the first edgecal kernel compiles into an empty cache.
+
+    Registering imports nothing: the Numba listener is installed when numba is.
+    """
+    _cold_callbacks.append(callback)
+    if _ready:
+        _listen()
+
+
+def _listen() -> None:
+    """Install the compile listener once numba is imported and a callback waits for it."""
+    global _listener
+    with _lock:
+        if _listener is not None or not _cold_callbacks:
+            return
+        from numba.core import event
+
+        _listener = _cold_listener(event.Listener)
+        event.register("numba:compile", _listener)
+
+
+def _cold_listener(base: type) -> Any:
+    """A Numba event listener that calls the callbacks, once, when an edgecal kernel compiles cold."""
+
+    class ColdCompile(base):  # type: ignore[valid-type, misc]
+        fired = False
+
+        def on_start(self, ev: Any) -> None:
+            with _fire_lock:
+                if self.fired or not _cold((ev.data or {}).get("dispatcher")):
+                    return
+                self.fired = True
+            for callback in list(_cold_callbacks):
+                callback()
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    return ColdCompile()
+
+
+def _cold(dispatcher: Any) -> bool:
+    """True for an edgecal kernel compiled with ``cache=True`` whose cache holds none of its signatures."""
+    func = getattr(dispatcher, "py_func", None)
+    if not getattr(func, "__module__", "").startswith("edgecal.") or _warned:
+        return False  # not ours, or compiled in memory: every process pays, "later runs" would be untrue
+    index = getattr(getattr(getattr(dispatcher, "_cache", None), "_cache_file", None), "_index_path", None)
+    return index is None or not os.path.exists(index)

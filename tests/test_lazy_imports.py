@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from edgecal.sources import SocketSource
 
@@ -98,3 +99,31 @@ def test_first_kernel_call_compiles_every_kernel_and_rebinds_the_module_globals(
     assert types.split() == ["LazyKernel", "CPUDispatcher", "CPUDispatcher"]
     assert count.split() == ["4", "True"]
 
+
+
+COLD = """
+    import sys
+    import numpy as np
+    from edgecal import _jit
+    calls = []
+    _jit.on_cold_compile(lambda: calls.append("numba" in sys.modules))
+    before = "numba" in sys.modules
+    from edgecal import Calibrator
+    cal = Calibrator(64)
+    cal.observe("a", np.arange(5, dtype=np.float32))
+    cal.observe("b", np.arange(5, dtype=np.float64))  # another kernel signature: no second call
+    print(before, calls)
+"""
+
+
+@pytest.mark.slow  # compiles the histogram kernels into an empty cache: 10-30 s
+def test_the_cold_compile_callback_waits_for_numba_and_fires_once_per_cold_cache(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    cold = subprocess.run([sys.executable, "-c", textwrap.dedent(COLD)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env}, check=False)
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stdout.split("\n")[0] == "False [True]"  # registered without numba; called once, numba loaded
+    warm = subprocess.run([sys.executable, "-c", textwrap.dedent(COLD)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env}, check=False)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.split("\n")[0] == "False []"  # every kernel came from the cache
