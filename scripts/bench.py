@@ -26,7 +26,7 @@ f. int8 reference kernels: conv 2D and fully connected MAC/s (edgecal.reference)
    float32 on the same shapes.
 g. serial link: host decode throughput of edgecal.link (COBS, CRC-32, checks, tensor
    reassembly) in MB/s of wire bytes (goal: >= 20 MB/s; 3 Mbaud carries 0.3 MB/s).
-h.. footprint on the device (startup, state size, many tensors): scripts/bench_device.py;
+i-l. footprint on the device (startup, daemon memory, many tensors, threads): scripts/bench_device.py;
    ``--only startup,...`` runs just those sections.
 
 Progress goes to stderr; the tables go to stdout.

@@ -1,16 +1,16 @@
 """Benchmark sections for edgecal's footprint on a device, run by scripts/bench.py.
 
-h. startup: `edgecal --help` and an application importing the socket client, in fresh
+i. startup: `edgecal --help` and an application importing the socket client, in fresh
    processes, against `python -c "import numpy"` (the floor: both need numpy) and
    `python -c "import numba"` (what every start paid when numba loaded at import).
-i. daemon memory: `edgecal daemon` with default settings and a spool source fed samples of a
+j. daemon memory: `edgecal daemon` with default settings and a spool source fed samples of a
    300-tensor model (1K float32 values per tensor), against the same daemon fed a one-tensor
    model: RSS once the spool is drained, peak RSS over the whole run (final checkpoint and
    table included, from wait4), and the cost per extra tensor. Goal: <= 160 MiB.
-j. observe: `Calibrator.observe` of 1K float32 values into a tensor seen before, with 1 tensor and
+k. observe: `Calibrator.observe` of 1K float32 values into a tensor seen before, with 1 tensor and
    with 100/300/500 tensors taking turns (goal: <= 1.5x the one-tensor cost), and into a new
    tensor (goal: <= 50 us). In-process, best of several interleaved rounds.
-k. threads: `StreamingHistogram(8192).update(batch, threads=2)` against threads=1 on the same
+l. threads: `StreamingHistogram(8192).update(batch, threads=2)` against threads=1 on the same
    16M float32 values in 1M and 4M batches (goal: >= 1.7x); the two histograms must be equal.
 
 Each section is a pair (bench(cfg) -> dict, print(dict)); ``scripts/bench.py --only NAME``
@@ -79,7 +79,7 @@ def bench_startup(cfg: dict) -> dict:
 
 
 def print_startup(r: dict) -> None:
-    print(f"\n[h] startup in fresh processes (best of {r['repeats']}; ratios to `import numpy`, the floor)")
+    print(f"\n[i] startup in fresh processes (best of {r['repeats']}; ratios to `import numpy`, the floor)")
     print(f"{'process':<44}{'seconds':>9}{'x numpy':>9}{'peak MiB':>10}{'numba':>7}")
     labels = (("python", "python -c pass"), ("numpy", "import numpy"), ("numba", "import numpy, numba"),
               ("help", "edgecal.cli main(['--help'])"), ("client", "import client + push_sample (no daemon)"))
@@ -158,7 +158,7 @@ def bench_daemon_memory(cfg: dict) -> dict:
 
 
 def print_daemon_memory(r: dict) -> None:
-    print(f"\n[i] `edgecal daemon`, default settings (8192 bins), spool source, {r['files']} samples of 1K float32 "
+    print(f"\n[j] `edgecal daemon`, default settings (8192 bins), spool source, {r['files']} samples of 1K float32 "
           "values per tensor")
     print(f"{'model':<14}{'ready MiB':>11}{'drained MiB':>13}{'peak MiB':>10}{'state bytes':>13}{'exit':>6}")
     for key, label in (("one", "1 tensor"), ("many", "300 tensors")):
@@ -196,7 +196,7 @@ def bench_observe(cfg: dict) -> dict:
 
 def print_observe(r: dict) -> None:
     us = r["us"]
-    print(f"\n[j] Calibrator.observe of {r['values']} float32 values (8192 bins), microseconds per call")
+    print(f"\n[k] Calibrator.observe of {r['values']} float32 values (8192 bins), microseconds per call")
     print(f"{'case':<36}{'us':>8}{'x one tensor':>14}")
     for key, label in (("1", "1 tensor"), ("100", "100 tensors in turn"), ("300", "300 tensors in turn"),
                        ("500", "500 tensors in turn"), ("new", "a new tensor (first observe)")):
@@ -229,7 +229,7 @@ def bench_threads(cfg: dict) -> dict:
 
 
 def print_threads(r: dict) -> None:
-    print(f"\n[k] StreamingHistogram(8192).update on {r['values'] >> 20}M float32 values, 1 vs 2 threads "
+    print(f"\n[l] StreamingHistogram(8192).update on {r['values'] >> 20}M float32 values, 1 vs 2 threads "
           f"({r['cores']} cores; goal >= 1.7x)")
     print(f"{'batch':>8}{'1 thread ms':>13}{'2 threads ms':>14}{'speedup':>9}{'same bytes':>12}")
     for row in r["rows"]:
