@@ -216,3 +216,13 @@ def test_kl_search_with_its_cutoff_matches_the_full_search_on_real_shapes(kind, 
     counts = h.occupied_abs_counts()
     for levels in (128, 256):
         assert kl_search(counts, levels, 128) == full_search(counts, levels, 128)
+
+
+def test_a_read_only_float32_batch_takes_the_block_path_with_the_same_result():
+    x = np.random.default_rng(9).standard_normal(5000).astype(np.float32)
+    frozen = np.frombuffer(x.tobytes(), np.float32)  # read-only, as arrays from sockets and files often are
+    a, b = StreamingHistogram(256), StreamingHistogram(256)
+    a.update(frozen)
+    b.update(x)
+    assert not frozen.flags.writeable and a == b
+    assert_counters(a, naive.lattice_histogram(x, 256))
