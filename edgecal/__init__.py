@@ -8,11 +8,31 @@
 (1.0, 0)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .calibrator import Calibrator
 from .errors import EdgecalError, InputError, StateError, UnknownNameError
-from .histogram import StreamingHistogram
-from .table import CalibrationTable, TensorCalibration
+
+if TYPE_CHECKING:
+    from .calibrator import Calibrator
+    from .histogram import StreamingHistogram
+    from .table import CalibrationTable, TensorCalibration
+
+# Imported on first use, so that `edgecal.sources.client` inside an application and
+# `edgecal --help` do not load the calibration stack.
+_LAZY = {"Calibrator": "calibrator", "StreamingHistogram": "histogram", "CalibrationTable": "table",
+         "TensorCalibration": "table"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'edgecal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "__version__",

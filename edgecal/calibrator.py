@@ -70,9 +70,9 @@ def clipped_at_most(hist: StreamingHistogram, lo: float, hi: float, step: float 
     return over
 
 
-def _update(name: str, hist: StreamingHistogram, array: Any) -> None:
+def _update(name: str, hist: StreamingHistogram, array: Any, threads: int = 1) -> None:
     try:
-        hist.update(array)
+        hist.update(array, threads)
     except InputError as err:
         raise InputError(f"tensor {name!r}: {err}") from None
 
@@ -86,13 +86,18 @@ class Calibrator:
         Bins per sign of every histogram (a power of two; default 8192, see README).
     model_hash : str, optional
         Identifies the model the activations come from; copied into every table.
+    threads : int
+        Threads that share a big `observe` batch (see `StreamingHistogram.update`); same results.
     """
 
     SCHEMA = 1
     _MAGIC = b"ECST"
     _HEAD = struct.Struct("<4sHHIII")  # magic, schema, reserved, bins, tensors, payload bytes
 
-    def __init__(self, bins: int = DEFAULT_BINS, model_hash: str | None = None) -> None:
+    def __init__(self, bins: int = DEFAULT_BINS, model_hash: str | None = None, *, threads: int = 1) -> None:
+        if type(threads) is not int or threads < 1:
+            raise InputError(f"threads must be a positive integer, found {threads!r}")
+        self.threads = threads
         self.bins = check_bins(bins)
         self.model_hash = model_hash
         self._hists: dict[str, StreamingHistogram] = {}
@@ -107,7 +112,7 @@ class Calibrator:
         if arr.size == 0:
             raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
         hist = self._hists.get(name) or StreamingHistogram(self.bins)
-        _update(name, hist, arr)  # checks the dtype before touching any counter
+        _update(name, hist, arr, self.threads)  # checks the dtype before touching any counter
         self._register(name, hist)
 
     def observe_chunks(self, name: str, chunks: Iterable[Any]) -> None:
@@ -308,8 +313,10 @@ class Calibrator:
             "model_hash": self.model_hash,
         }
         meta_bytes = json.dumps(meta, sort_keys=True).encode()
-        raw = struct.pack("<I", len(meta_bytes)) + meta_bytes + b"".join(h.to_bytes() for h in self._hists.values())
-        payload = zlib.compress(raw, 1)
+        deflate = zlib.compressobj(1)  # one histogram at a time: 300 tensors of 8192 bins would be 38 MiB raw
+        parts = [deflate.compress(struct.pack("<I", len(meta_bytes)) + meta_bytes)]
+        parts += [deflate.compress(h.to_bytes()) for h in self._hists.values()]
+        payload = b"".join(parts) + deflate.flush()
         body = self._HEAD.pack(self._MAGIC, self.SCHEMA, 0, self.bins, len(self._hists), len(payload)) + payload
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -391,7 +398,7 @@ def _check_state_memory(count: int, bins: int, limit: int) -> None:
                          f"{limit} bytes (max_memory)")
 
 
-_LANE_BYTES_PER_BIN = 64  # StreamingHistogram: 4 lanes x 2 signs x int64 per bin
+_LANE_BYTES_PER_BIN = 24  # StreamingHistogram: 2 signs x (uint32 + the int64 a big histogram loads into) per bin
 
 
 class _Inflater:

@@ -11,6 +11,12 @@ or order, and two histograms merge exactly.
 Exact zeros, NaN, +Inf and -Inf never enter the bins; each has its own counter.
 ``count``, ``min`` and ``max`` are exact.
 
+Bins count in one uint32 array (64 KiB at 8192 bins per sign), so hundreds of
+tensors stream in little memory. Counts stay exact past 2**32: before a batch could
+overflow it (the values held in it plus the batch would exceed 2**32 - 1), the
+uint32 array is added into an int64 one and cleared. Only a tensor that has seen
+over four billion values pays for the int64 array.
+
 >>> import numpy as np
 >>> h = StreamingHistogram(bins=16)
 >>> h.update(np.array([0.0, 0.5, -3.0, np.nan, np.inf], dtype=np.float32))
@@ -24,17 +30,22 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ._jit import kernel
 from .errors import InputError, StateError
+from .lattice_kernels import _fill, _fill_blocks, _fold, _max_finite_abs
 
-_LANES = 4  # interleaved sub-histograms (breaks store-to-load chains on hot bins); _fill assumes 4
+_LANE_MAX = (1 << 32) - 1  # what a uint32 bin holds; tests lower it to reach the spill path with little data
 _MAX_LOG2_BINS = 24
 _CHUNK = 1 << 16  # elements per conversion buffer for dtypes the kernels do not take
+_BLOCK = 2048  # values per block of the float32 path (_fill_blocks)
+_LOOKAHEAD = 4096
+_PER_THREAD = 1 << 18  # values each thread of `update(threads=...)` gets at least: smaller slices cost more than they save  # values a range growth looks at: one growth covers a young histogram's first batch
 
 # The kernels take float32 and float64; other real dtypes are converted chunk-wise
 # (exactly: every integer up to 2**24 is a float32, up to 2**53 a float64).
@@ -57,70 +68,6 @@ def min_exponent(log2_bins: int) -> int:
     return log2_bins - 1022
 
 
-@kernel
-def _fold(lanes, k, log2b):
-    """Merge groups of 2**k adjacent bins of every lane and sign, in place."""
-    nb = 1 << log2b
-    k = min(k, log2b)
-    for lane in range(lanes.shape[0]):
-        for half in range(2):
-            base = half * nb
-            for j in range(nb):
-                c = lanes[lane, base + j]
-                lanes[lane, base + j] = 0
-                lanes[lane, base + (j >> k)] += c
-
-
-@kernel
-def _fill(x, start, lanes, special, ext, scale, rng, nb):
-    """Bin ``x[start:]`` until a finite value at or above ``rng`` needs the range to grow.
-
-    Returns the index of that value, or ``x.size``. ``scale = nb / rng`` and ``rng``
-    have x's float type (exact: both are powers of two). lanes[l] holds positive bins
-    [0, nb), negative bins [nb, 2nb) and the zero counter at 2nb; values go to lane
-    ``i % 4``. special = [nan, +inf, -inf]; ext = [min, max] of finite values. The hot
-    path handles four ordinary values per step and calls nothing, so LLVM keeps its
-    state in registers.
-    """
-    zslot = 2 * nb
-    vmin = ext[0]
-    vmax = ext[1]
-    n = x.size
-    i = start
-    while i < n:
-        if i + 4 <= n:
-            ordinary = True
-            for k in range(4):
-                if not abs(x[i + k]) < rng:
-                    ordinary = False
-            if ordinary:
-                for k in range(4):
-                    v = x[i + k]
-                    a = abs(v)
-                    lanes[k, int(a * scale) + nb * int(v < 0) + zslot * int(a == 0)] += 1
-                    vmin = min(vmin, v)
-                    vmax = max(vmax, v)
-                i += 4
-                continue
-        v = x[i]
-        a = abs(v)
-        if a < rng:
-            lanes[i & 3, int(a * scale) + nb * int(v < 0) + zslot * int(a == 0)] += 1
-            vmin = min(vmin, v)
-            vmax = max(vmax, v)
-        elif a != a:
-            special[0] += 1
-        elif a == np.inf:
-            special[1 + int(v < 0)] += 1
-        else:
-            break
-        i += 1
-    # a zero extreme is reported as +0.0 whatever mix of 0.0 and -0.0 was seen
-    ext[0] = vmin if vmin != 0 else 0.0
-    ext[1] = vmax if vmax != 0 else 0.0
-    return i
-
-
 class StreamingHistogram:
     """Bounded-memory histogram of one tensor's values on a power-of-two lattice.
 
@@ -137,19 +84,32 @@ class StreamingHistogram:
     def __init__(self, bins: int = 2048) -> None:
         self._bins = check_bins(bins)
         self._log2b = self._bins.bit_length() - 1
-        self._lanes = np.zeros((_LANES, 2 * self._bins + 1), dtype=np.int64)
-        self._special = np.zeros(3, dtype=np.int64)
+        self._lane = np.zeros(2 * self._bins, dtype=np.uint32)
+        self._wide: np.ndarray | None = None  # int64 counts spilled from _lane, made at the first spill
+        self._held = 0  # an upper bound on the sum of _lane: spill before it could pass _LANE_MAX
+        self._special = np.zeros(4, dtype=np.int64)  # nan, +inf, -inf, zeros
+        self._bounds: tuple[Any, ...] = (None, None)  # (exponent, float type, scale, range) of the last fill
         self._ext = np.array([np.inf, -np.inf])
         self._exp = min_exponent(self._log2b)
         self._count = 0
 
     # -- filling ---------------------------------------------------------------------
-    def update(self, x: Any) -> None:
-        """Add every value of ``x`` (any real dtype, shape and memory layout)."""
+    def update(self, x: Any, threads: int = 1) -> None:
+        """Add every value of ``x`` (any real dtype, shape and memory layout).
+
+        With ``threads`` > 1, a contiguous float batch of at least ``2**18`` values per
+        thread is split: each extra thread fills a histogram of its own (the kernels
+        release the GIL) that is then merged in, exactly, so the result is the same.
+        """
+        if type(threads) is not int or threads < 1:
+            raise InputError(f"threads must be a positive integer, found {threads!r}")
         arr = x if type(x) is np.ndarray else np.asarray(x)
         dt = arr.dtype
+        if dt == _NATIVE[0] and arr.size and arr.flags.c_contiguous and not self._exact_in(dt):
+            self._start_range(arr.reshape(-1))
         if dt in _NATIVE and arr.flags.c_contiguous and self._exact_in(dt):
-            self._ingest(arr.reshape(-1))
+            parts = min(threads, arr.size // _PER_THREAD)
+            self._ingest_parallel(arr.reshape(-1), parts) if parts > 1 else self._ingest(arr.reshape(-1))
         else:
             target = dt if dt in _NATIVE else _CONVERT.get(dt)
             if target is None:
@@ -160,22 +120,109 @@ class StreamingHistogram:
                 self._ingest(chunk)
         self._count += arr.size
 
+    def _start_range(self, flat: np.ndarray) -> None:
+        """While no value is binned, move the range straight to the one the first values need.
+
+        Growth from an empty histogram folds nothing, so this is what `_ingest` would do at
+        its first growth; done before binning, it lets the first float32 batch skip the
+        conversion to float64 (the starting range is too small for float32 arithmetic).
+        """
+        if self._occupied() != (0, 0):
+            return
+        biggest = _max_finite_abs(flat, 0, min(flat.size, _LOOKAHEAD))
+        if biggest > 0.0:
+            self._exp = max(self._exp, math.frexp(biggest)[1])
+
+    def _ingest_parallel(self, flat: np.ndarray, parts: int) -> None:
+        """`_ingest` with the last ``parts - 1`` slices of ``flat`` filled by pool threads into fresh histograms."""
+        slices = np.array_split(flat, parts)
+        helpers = [StreamingHistogram(self._bins) for _ in slices[1:]]
+        for h in helpers:
+            h._exp = self._exp  # empty: any range at or above self's merges back to self's bins
+        pool = _pool(parts - 1)
+        futures = [pool.submit(h._ingest, part) for h, part in zip(helpers, slices[1:])]
+        self._ingest(slices[0])
+        for h, future in zip(helpers, futures):
+            future.result()
+            self._absorb(h)
+
     def _exact_in(self, dt: np.dtype) -> bool:
         """Whether ``bins / R`` is a normal number of type ``dt`` (float64 always is)."""
         return dt == _NATIVE[1] or -126 <= self._log2b - self._exp <= 127
 
     def _ingest(self, flat: np.ndarray) -> None:
+        """Bin a 1-D float32/float64 array in pieces the uint32 bins can take."""
+        step = max(_LANE_MAX // 2, 1)
+        if flat.size <= step and self._held + flat.size <= _LANE_MAX:  # nearly always: no slicing
+            self._held += flat.size
+            self._ingest_piece(flat)
+            return
+        for start in range(0, flat.size, step):
+            piece = flat[start : start + step]
+            if self._held + piece.size > _LANE_MAX:
+                self._spill()
+            self._held += piece.size
+            self._ingest_piece(piece)
+
+    def _ingest_piece(self, flat: np.ndarray) -> None:
         """Bin a 1-D float32/float64 array, growing the range whenever a value needs it."""
         typ = flat.dtype.type
         i = 0
         while True:
-            rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
-            i = _fill(flat, i, self._lanes, self._special, self._ext, typ(math.ldexp(1.0, self._log2b - self._exp)), rng, self._bins)
+            scale, rng = self._scale_range(typ)
+            if typ is np.float32 and self._bins >= 4:
+                i = _fill_blocks(flat, i, self._lane, self._special, self._ext, scale, rng, _BLOCK)
+            else:
+                i = _fill(flat, i, self._lane, self._special, self._ext, scale, rng, self._bins)
             if i >= flat.size:
                 return
-            grown = math.frexp(abs(float(flat[i])))[1]  # smallest power of two above |x[i]|
-            _fold(self._lanes, grown - self._exp, self._log2b)
+            # the smallest power of two above every |x| of the next few values, x[i] included: growing
+            # once to it gives the same bins as growing value by value (the lattice is exact)
+            grown = math.frexp(_max_finite_abs(flat, i, min(i + _LOOKAHEAD, flat.size)))[1]
+            self._fold_bins(grown - self._exp)
             self._exp = grown
+
+    def _scale_range(self, typ: type) -> tuple[Any, Any]:
+        """``bins / R`` and ``R`` as ``typ`` (R = inf where float32 cannot hold it), kept while the range stays."""
+        if self._bounds[:2] != (self._exp, typ):
+            rng = typ(self.range) if self._exp < 128 or typ is np.float64 else typ(np.inf)
+            self._bounds = (self._exp, typ, typ(math.ldexp(1.0, self._log2b - self._exp)), rng)
+        return self._bounds[2], self._bounds[3]
+
+    def _fold_bins(self, k: int) -> None:
+        tops = self._occupied()
+        _fold(self._lane, k, self._log2b, *tops)
+        if self._wide is not None:
+            _fold(self._wide, k, self._log2b, *tops)
+
+    def _occupied(self) -> tuple[int, int]:
+        """How many leading positive and negative bins can be non-zero: up to the bins of max and -min."""
+        width = self.bin_width
+        return tuple(min(int(extreme / width) + 1, self._bins) if extreme > 0 else 0
+                     for extreme in (float(self._ext[1]), -float(self._ext[0])))  # type: ignore[return-value]
+
+    def _spill(self) -> None:
+        """Move the uint32 counts into the int64 array (made now if needed), so the uint32 bins start empty."""
+        if self._wide is None:
+            self._wide = np.zeros(2 * self._bins, dtype=np.int64)
+        self._wide += self._lane
+        self._lane[:] = 0
+        self._held = 0
+
+    def _counts(self) -> np.ndarray:
+        """Every bin as int64: positive bins, then negative ones."""
+        counts = self._lane.astype(np.int64)
+        return counts if self._wide is None else counts + self._wide
+
+    def _set_counts(self, counts: np.ndarray) -> None:
+        """Hold the int64 ``counts`` in the uint32 bins when their sum fits, else in the int64 array."""
+        total = int(counts.sum())
+        if total <= _LANE_MAX:
+            self._lane[:] = counts
+            self._wide, self._held = None, total
+        else:
+            self._lane[:] = 0
+            self._wide, self._held = counts.astype(np.int64), 0
 
     def merge(self, other: StreamingHistogram) -> StreamingHistogram:
         """Add ``other``'s values to this histogram (exact); returns ``self``."""
@@ -183,19 +230,22 @@ class StreamingHistogram:
             raise InputError(f"can only merge a StreamingHistogram, found {type(other).__name__}")
         if other._bins != self._bins:
             raise InputError(f"cannot merge histograms with {self._bins} and {other._bins} bins; expected equal bin counts")
-        theirs = other._lanes.copy()
+        self._absorb(other)
+        self._count += other._count
+        return self
+
+    def _absorb(self, other: StreamingHistogram) -> None:
+        """Add ``other``'s bins, special counters and extremes (not its count) to this histogram's."""
+        mine, theirs = self._counts(), other._counts()
         e = max(self._exp, other._exp)
-        if self._exp < e:
-            _fold(self._lanes, e - self._exp, self._log2b)
-        if other._exp < e:
-            _fold(theirs, e - other._exp, self._log2b)
-        self._lanes += theirs
+        for h, counts in ((self, mine), (other, theirs)):
+            if h._exp < e:
+                _fold(counts, e - h._exp, self._log2b, *h._occupied())
+        self._set_counts(mine + theirs)
         self._exp = e
         self._special += other._special
         self._ext[0] = min(self._ext[0], other._ext[0])
         self._ext[1] = max(self._ext[1], other._ext[1])
-        self._count += other._count
-        return self
 
     def copy(self) -> StreamingHistogram:
         """An independent copy."""
@@ -224,15 +274,16 @@ class StreamingHistogram:
 
     def positive_counts(self) -> np.ndarray:
         """int64 counts of the positive values, bin j holding [j*w, (j+1)*w)."""
-        return self._lanes[:, : self._bins].sum(axis=0)
+        return self._counts()[: self._bins]
 
     def negative_counts(self) -> np.ndarray:
         """int64 counts of |x| for the negative values, same bins as `positive_counts`."""
-        return self._lanes[:, self._bins : 2 * self._bins].sum(axis=0)
+        return self._counts()[self._bins :]
 
     def abs_counts(self) -> np.ndarray:
         """int64 histogram of |x| over the non-zero finite values (length ``bins``)."""
-        return self.positive_counts() + self.negative_counts()
+        counts = self._counts()
+        return counts[: self._bins] + counts[self._bins :]
 
     def occupied_abs_counts(self) -> np.ndarray:
         """`abs_counts` up to and including the last non-empty bin (empty when there is none).
@@ -245,13 +296,19 @@ class StreamingHistogram:
         return counts[: nonzero[-1] + 1] if nonzero.size else counts[:0]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes the counters take: the uint32 bins, the int64 ones once spilled into, the scalars."""
+        wide = 0 if self._wide is None else self._wide.nbytes
+        return self._lane.nbytes + wide + self._special.nbytes + self._ext.nbytes
+
+    @property
     def count(self) -> int:
         """Every value fed, whatever it was."""
         return self._count
 
     @property
     def zeros(self) -> int:
-        return int(self._lanes[:, 2 * self._bins].sum())
+        return int(self._special[3])
 
     @property
     def nans(self) -> int:
@@ -268,7 +325,7 @@ class StreamingHistogram:
     @property
     def finite(self) -> int:
         """Number of finite values (zeros included)."""
-        return self._count - int(self._special.sum())
+        return self._count - int(self._special[:3].sum())
 
     @property
     def min(self) -> float | None:
@@ -304,7 +361,7 @@ class StreamingHistogram:
             self._MAGIC, self.SCHEMA, 0, self._bins, self._exp, self._count, self.zeros,
             self.nans, self.posinf, self.neginf, self._ext[0], self._ext[1],
         )
-        body = head + self.positive_counts().astype("<i8").tobytes() + self.negative_counts().astype("<i8").tobytes()
+        body = head + self._counts().astype("<i8").tobytes()
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
@@ -332,13 +389,24 @@ class StreamingHistogram:
             raise StateError(f"histogram header is corrupt: exponent {exp} outside [{min_exponent(log2b)}, 1024]")
         counts = np.frombuffer(data, dtype="<i8", count=2 * bins, offset=size)
         _check_content(counts, (count, zeros, nans, posinf, neginf), (vmin, vmax), math.ldexp(1.0, exp - log2b))
-        h._lanes[0, : 2 * bins] = counts
-        h._lanes[0, 2 * bins] = zeros
-        h._special[:] = (nans, posinf, neginf)
+        h._set_counts(counts.astype(np.int64))
+        h._special[:] = (nans, posinf, neginf, zeros)
         h._ext[:] = (vmin, vmax)
         h._exp = exp
         h._count = count
         return h
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads, made on first use and kept for the process."""
+    with _POOL_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="edgecal-fill")
+        return _POOLS[workers]
 
 
 def _chunks(arr: np.ndarray, dtype: np.dtype):

@@ -28,6 +28,8 @@ g. serial link: host decode throughput of edgecal.link (COBS, CRC-32, checks, te
    reassembly) in MB/s of wire bytes (goal: >= 20 MB/s; 3 Mbaud carries 0.3 MB/s).
 h. merge: peak RSS and time of `edgecal.merge.merge_state_files` over N state files, beside
    loading every state first and then folding (what `edgecal merge` did before).
+i-l. footprint on the device (startup, daemon memory, many tensors, threads): scripts/bench_device.py;
+   ``--only startup,...`` runs just those sections.
 
 Progress goes to stderr; the tables go to stdout.
 """
@@ -56,6 +58,9 @@ import numpy as np
 import edgecal
 from edgecal import Calibrator, StreamingHistogram
 from edgecal.methods import kl_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_device import SECTIONS  # noqa: E402  (a sibling script, not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_INGEST_RATIO = 2.0
@@ -498,6 +503,9 @@ def print_report(res: dict) -> None:
     print_link(res["link"])
     print_soak(res["soak"])
     print_merge_many(res["merge"])
+    for name, (_, show) in SECTIONS.items():
+        if name not in _IN_RUN:
+            show(res[name])
     print(f"\ntotal benchmark time: {res['seconds']:.0f} s")
 
 
@@ -884,18 +892,61 @@ def run(cfg: dict) -> dict:
     res["soak"] = bench_soak(cfg)
     log("merge of many states")
     res["merge"] = bench_merge_many(cfg)
+    res.update(run_sections(cfg, [name for name in SECTIONS if name not in _IN_RUN]))
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def _ingest_section(cfg: dict) -> dict:
+    """Section a alone (for --only): the ingest ratios on every distribution."""
+    rows = [row for kind in DISTRIBUTIONS for row in bench_ingest(make_data(kind, cfg["values"]), kind, cfg)]
+    return {"rows": rows, "cfg": cfg}
+
+
+def _kl_section(cfg: dict) -> list[dict]:
+    """Section b alone (for --only): kl_search on every distribution."""
+    return [row for kind in DISTRIBUTIONS for row in bench_kl(make_data(kind, cfg["values"]), kind, cfg)]
+
+
+SECTIONS = {"ingest": (_ingest_section, lambda r: print_ingest(r["rows"], r["cfg"])), "kl": (_kl_section, print_kl),
+            "jit": (bench_jit, print_jit), **SECTIONS}
+_IN_RUN = ("ingest", "kl", "jit")  # sections a-c, which run() measures itself
+
+
+def run_sections(cfg: dict, names: list[str]) -> dict:
+    out = {}
+    for name in names:
+        log(f"section {name}")
+        out[name] = SECTIONS[name][0](cfg)
+    return out
+
+
+def run_only(cfg: dict, names: list[str], json_path: str | None) -> int:
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        print(f"bench: unknown section {', '.join(unknown)}; expected some of {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), **run_sections(cfg, names)}
+    m = res["machine"]
+    print(f"edgecal benchmark ({cfg['mode']}, {', '.join(names)}), {res['date']}\nmachine: {m['cpu']}, {m['cores']} cores")
+    for name in names:
+        SECTIONS[name][1](res[name])
+    if json_path:
+        Path(json_path).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced sizes for a smoke test (10-20 s)")
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
+    ap.add_argument("--only", metavar="NAMES", help=f"run only these sections, comma-separated: {', '.join(SECTIONS)}")
     args = ap.parse_args(argv)
     if getattr(edgecal, "__file__", None) is None:  # a stale editable install resolves to an empty namespace
         print("edgecal imports as an empty namespace package; reinstall it: .venv/bin/pip install -e .", file=sys.stderr)
         return 2
+    if args.only:
+        return run_only(QUICK if args.quick else FULL, args.only.split(","), args.json)
     res = run(QUICK if args.quick else FULL)
     print_report(res)
     if args.json:

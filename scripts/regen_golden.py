@@ -7,7 +7,8 @@ the tests compare every writer's bytes with these files and never rewrite them.
     .venv/bin/python scripts/regen_golden.py [--check]
 
 ``--check`` writes nothing and exits 1 if a file differs. tests/golden/real_trt.cache
-is a hand-written fixture and is not touched.
+is a hand-written fixture and is not touched. tests/golden/state.ecst is the calibrator
+state of tests/golden_state.py.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         stale.append(filename)
         if not args.check:
             path.write_bytes(data)
+    from golden_state import golden_calibrator
+
+    state = golden_calibrator().to_bytes()
+    if not (GOLDEN / "state.ecst").exists() or (GOLDEN / "state.ecst").read_bytes() != state:
+        stale.append("state.ecst")
+        if not args.check:
+            (GOLDEN / "state.ecst").write_bytes(state)
     verb = "differ" if args.check else "rewritten"
     print(f"{len(stale)} golden file(s) {verb}: {', '.join(stale) or 'none'}")
     return 1 if args.check and stale else 0

@@ -725,3 +725,35 @@ def lut_code(x, levels):
         return 0
     bounds = [np.float32((levels[i] + levels[i + 1]) / 2) for i in range(len(levels) - 1)]
     return sum(1 for b in bounds if x >= b)
+
+
+# -- compact exact counters: folding and merging lattice histograms --------------------
+def fold_counts(counts: np.ndarray, k: int) -> np.ndarray:
+    """Bins of one sign after the range grew by 2**k: bin j of the result sums old bins j*2**k .. (j+1)*2**k - 1.
+
+    Python integers (object array): exact at any count.
+    """
+    out = np.array([0] * len(counts), dtype=object)
+    for j, c in enumerate(counts):
+        out[j >> k] += int(c)
+    return out
+
+
+def merge_lattice(a: dict, b: dict) -> dict:
+    """Two `lattice_histogram` dicts of the same bin count as one: both folded to the larger exponent, then added."""
+    e = max(a["exponent"], b["exponent"])
+    out = {"exponent": e}
+    for side in ("positive", "negative"):
+        out[side] = fold_counts(a[side], e - a["exponent"]) + fold_counts(b[side], e - b["exponent"])
+    for key in ("count", "zeros", "nans", "posinf", "neginf"):
+        out[key] = a[key] + b[key]
+    lows = [h["min"] for h in (a, b) if h["min"] is not None]
+    highs = [h["max"] for h in (a, b) if h["max"] is not None]
+    out["min"], out["max"] = (min(lows) if lows else None), (max(highs) if highs else None)
+    return out
+
+
+def max_finite_abs(values: np.ndarray) -> float:
+    """The largest |x| over the finite values (0.0 when there is none), in float64."""
+    finite = [abs(float(v)) for v in np.asarray(values).ravel() if math.isfinite(float(v))]
+    return max(finite, default=0.0)

@@ -76,10 +76,10 @@ def test_a_small_state_claiming_huge_histograms_is_refused_before_decompressing(
 
 def test_the_memory_limit_is_a_parameter():
     data = state_bytes(16, [("a", 1, hist())])
-    with pytest.raises(StateError, match=r"claims 1 tensors of 16 bins \(1280 bytes in memory\); expected at most "
-                                         r"1000 bytes"):
-        Calibrator.from_bytes(data, max_memory=1000)
-    assert Calibrator.from_bytes(data, max_memory=1280).names() == ["a"]
+    with pytest.raises(StateError, match=r"claims 1 tensors of 16 bins \(640 bytes in memory\); expected at most "
+                                         r"600 bytes"):
+        Calibrator.from_bytes(data, max_memory=600)
+    assert Calibrator.from_bytes(data, max_memory=640).names() == ["a"]
 
 
 def _blocks(fn, *args) -> bool:

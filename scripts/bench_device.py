@@ -1,0 +1,241 @@
+"""Benchmark sections for edgecal's footprint on a device, run by scripts/bench.py.
+
+i. startup: `edgecal --help` and an application importing the socket client, in fresh
+   processes, against `python -c "import numpy"` (the floor: both need numpy) and
+   `python -c "import numba"` (what every start paid when numba loaded at import).
+j. daemon memory: `edgecal daemon` with default settings and a spool source fed samples of a
+   300-tensor model (1K float32 values per tensor), against the same daemon fed a one-tensor
+   model: RSS once the spool is drained, peak RSS over the whole run (final checkpoint and
+   table included, from wait4), and the cost per extra tensor. Goal: <= 160 MiB.
+k. observe: `Calibrator.observe` of 1K float32 values into a tensor seen before, with 1 tensor and
+   with 100/300/500 tensors taking turns (goal: <= 1.5x the one-tensor cost), and into a new
+   tensor (goal: <= 50 us). In-process, best of several interleaved rounds.
+l. threads: `StreamingHistogram(8192).update(batch, threads=2)` against threads=1 on the same
+   16M float32 values in 1M and 4M batches (goal: >= 1.7x); the two histograms must be equal.
+
+Each section is a pair (bench(cfg) -> dict, print(dict)); ``scripts/bench.py --only NAME``
+runs only the named ones. Speeds are ratios to baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _child(argv: list[str], repeats: int) -> tuple[float, float, str]:
+    """Best wall time, lowest peak RSS (MiB) and last stdout of ``python argv`` over ``repeats`` runs."""
+    best_t, best_rss, out = math.inf, math.inf, ""
+    for _ in range(repeats):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, check=False)
+        best_t = min(best_t, time.perf_counter() - t)
+        if proc.returncode:
+            raise RuntimeError(f"benchmark child {argv} failed ({proc.returncode}):\n{proc.stderr}")
+        out = proc.stdout
+        best_rss = min(best_rss, _peak_rss(out))
+    return best_t, best_rss, out
+
+
+def _peak_rss(out: str) -> float:
+    """VmHWM the child printed as its last line (MiB), or inf if it printed none."""
+    lines = out.strip().splitlines()
+    return json.loads(lines[-1]).get("hwm", math.inf) if lines and lines[-1].startswith("{") else math.inf
+
+
+_HWM = ("import json, sys\n"
+        "hwm = next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "print(json.dumps({'hwm': hwm, 'numba': 'numba' in sys.modules}))\n")
+_HELP = ("import contextlib, io\nfrom edgecal.cli import main\n"
+         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n")
+_CLIENT = ("import numpy as np\nfrom edgecal.sources.client import push_sample\n"
+           "assert not push_sample('/nonexistent/edgecal.sock', {'x': np.zeros(4, np.float32)})\n")
+
+
+def bench_startup(cfg: dict) -> dict:
+    repeats = 5 if cfg.get("mode") == "full" else 3
+    cases = {"python": "", "numpy": "import numpy\n", "numba": "import numpy, numba\n", "help": _HELP,
+             "client": _CLIENT}
+    res = {}
+    for key, code in cases.items():
+        t, rss, out = _child(["-c", code + _HWM], repeats)
+        res[key] = {"s": t, "hwm_mib": rss, "numba_loaded": json.loads(out.strip().splitlines()[-1])["numba"]}
+    res["help_cli_s"] = _child(["-m", "edgecal", "--help"], repeats)[0]
+    res["repeats"] = repeats
+    return res
+
+
+def print_startup(r: dict) -> None:
+    print(f"\n[i] startup in fresh processes (best of {r['repeats']}; ratios to `import numpy`, the floor)")
+    print(f"{'process':<44}{'seconds':>9}{'x numpy':>9}{'peak MiB':>10}{'numba':>7}")
+    labels = (("python", "python -c pass"), ("numpy", "import numpy"), ("numba", "import numpy, numba"),
+              ("help", "edgecal.cli main(['--help'])"), ("client", "import client + push_sample (no daemon)"))
+    base = r["numpy"]["s"]
+    for key, label in labels:
+        row = r[key]
+        print(f"{label:<44}{row['s']:>9.3f}{row['s'] / base:>9.2f}{row['hwm_mib']:>10.1f}"
+              f"{'yes' if row['numba_loaded'] else 'no':>7}")
+    print(f"`python -m edgecal --help`: {r['help_cli_s']:.3f} s ({r['help_cli_s'] / base:.2f}x import numpy)")
+
+
+_DAEMON_CONFIG = """
+[state]
+path = "{d}/state.ecst"
+[output]
+path = "{d}/table.ecal"
+[[source]]
+kind = "spool"
+path = "{d}/spool"
+"""
+
+
+def _vm_rss(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmRSS:"))
+
+
+def _feed_spool(spool: Path, tensors: int, files: int) -> None:
+    rng = np.random.default_rng(tensors)
+    for i in range(files):
+        arrays = {f"layer{k}/out": rng.standard_normal(1024, dtype=np.float32) * (k % 7 + 1) for k in range(tensors)}
+        with open(spool / f".f{i}.npz", "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(spool / f".f{i}.npz", spool / f"f{i:04d}.npz")
+    deadline = time.monotonic() + 300
+    while list(spool.glob("*.npz")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmark daemon did not drain its spool in 300 s")
+        time.sleep(0.05)
+
+
+def _daemon_memory(tensors: int, files: int) -> dict:
+    """RSS (MiB) of `edgecal daemon` after ``files`` samples of ``tensors`` tensors, and its peak over the run."""
+    d = Path(tempfile.mkdtemp(prefix="edgecal-daemon-"))
+    (d / "spool").mkdir()
+    (d / "edgecal.toml").write_text(_DAEMON_CONFIG.format(d=d))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(d / "notify"))
+    notify.settimeout(300)
+    proc = subprocess.Popen([sys.executable, "-m", "edgecal", "daemon", "--config", str(d / "edgecal.toml")],
+                            stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_SOCKET": str(d / "notify")})
+    try:
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        ready = _vm_rss(proc.pid)
+        _feed_spool(d / "spool", tensors, files)
+        time.sleep(0.5)
+        streaming = _vm_rss(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        state_bytes = (d / "state.ecst").stat().st_size
+    finally:
+        proc.kill()
+        notify.close()
+        shutil.rmtree(d, ignore_errors=True)
+    return {"tensors": tensors, "ready_mib": ready, "streaming_mib": streaming, "peak_mib": usage.ru_maxrss / 1024.0,
+            "exit_code": proc.returncode, "state_bytes": state_bytes}
+
+
+def bench_daemon_memory(cfg: dict) -> dict:
+    files = 20 if cfg.get("mode") == "full" else 8
+    one, many = _daemon_memory(1, files), _daemon_memory(300, files)
+    per_tensor = (many["streaming_mib"] - one["streaming_mib"]) / 299 * 1024
+    return {"files": files, "one": one, "many": many, "per_tensor_kib": per_tensor}
+
+
+def print_daemon_memory(r: dict) -> None:
+    print(f"\n[j] `edgecal daemon`, default settings (8192 bins), spool source, {r['files']} samples of 1K float32 "
+          "values per tensor")
+    print(f"{'model':<14}{'ready MiB':>11}{'drained MiB':>13}{'peak MiB':>10}{'state bytes':>13}{'exit':>6}")
+    for key, label in (("one", "1 tensor"), ("many", "300 tensors")):
+        row = r[key]
+        print(f"{label:<14}{row['ready_mib']:>11.1f}{row['streaming_mib']:>13.1f}{row['peak_mib']:>10.1f}"
+              f"{row['state_bytes']:>13}{row['exit_code']:>6}")
+    print(f"RSS per extra tensor while streaming: {r['per_tensor_kib']:.0f} KiB; 300 tensors peak "
+          f"{r['many']['peak_mib']:.1f} MiB (goal <= 160 MiB)")
+
+
+def _per_observe(cal, names: list[str], x: np.ndarray) -> float:
+    t = time.perf_counter()
+    for name in names:
+        cal.observe(name, x)
+    return (time.perf_counter() - t) / len(names)
+
+
+def bench_observe(cfg: dict) -> dict:
+    from edgecal import Calibrator
+
+    x = np.random.default_rng(0).standard_normal(1024).astype(np.float32)
+    counts = (1, 100, 300, 500)
+    cals = {n: Calibrator() for n in counts}
+    names = {n: [f"layer{k}/out" for k in range(n)] for n in counts}
+    best = dict.fromkeys(["new", *counts], math.inf)
+    for n in counts:
+        _per_observe(cals[n], names[n], x)
+    for _ in range(7 if cfg.get("mode") == "full" else 3):  # interleaved: drift hits every case alike
+        best["new"] = min(best["new"], _per_observe(Calibrator(), [f"n{k}" for k in range(200)], x))
+        for n in counts:
+            rounds = max(1, 500 // n)
+            best[n] = min(best[n], _per_observe(cals[n], names[n] * rounds, x))
+    return {"us": {str(k): v * 1e6 for k, v in best.items()}, "values": x.size}
+
+
+def print_observe(r: dict) -> None:
+    us = r["us"]
+    print(f"\n[k] Calibrator.observe of {r['values']} float32 values (8192 bins), microseconds per call")
+    print(f"{'case':<36}{'us':>8}{'x one tensor':>14}")
+    for key, label in (("1", "1 tensor"), ("100", "100 tensors in turn"), ("300", "300 tensors in turn"),
+                       ("500", "500 tensors in turn"), ("new", "a new tensor (first observe)")):
+        print(f"{label:<36}{us[key]:>8.1f}{us[key] / us['1']:>14.2f}")
+
+
+def _stream(parts: list[np.ndarray], threads: int):
+    from edgecal import StreamingHistogram
+
+    h = StreamingHistogram(8192)
+    t = time.perf_counter()
+    for part in parts:
+        h.update(part, threads=threads)
+    return time.perf_counter() - t, h
+
+
+def bench_threads(cfg: dict) -> dict:
+    x = np.random.default_rng(0).standard_normal(16 << 20).astype(np.float32)
+    rows = []
+    for batch in (1 << 20, 1 << 22):
+        parts = [x[i : i + batch] for i in range(0, x.size, batch)]
+        best, hists = {1: math.inf, 2: math.inf}, {}
+        for _ in range(5 if cfg.get("mode") == "full" else 3):
+            for threads in (1, 2):
+                seconds, hists[threads] = _stream(parts, threads)
+                best[threads] = min(best[threads], seconds)
+        rows.append({"batch": batch, "one_s": best[1], "two_s": best[2], "speedup": best[1] / best[2],
+                     "equal": hists[1] == hists[2]})
+    return {"rows": rows, "values": x.size, "cores": os.cpu_count()}
+
+
+def print_threads(r: dict) -> None:
+    print(f"\n[l] StreamingHistogram(8192).update on {r['values'] >> 20}M float32 values, 1 vs 2 threads "
+          f"({r['cores']} cores; goal >= 1.7x)")
+    print(f"{'batch':>8}{'1 thread ms':>13}{'2 threads ms':>14}{'speedup':>9}{'same bytes':>12}")
+    for row in r["rows"]:
+        print(f"{row['batch'] >> 20:>7}M{row['one_s'] * 1e3:>13.1f}{row['two_s'] * 1e3:>14.1f}{row['speedup']:>8.2f}x"
+              f"{'yes' if row['equal'] else 'NO':>12}")
+
+
+SECTIONS = {"startup": (bench_startup, print_startup), "daemon": (bench_daemon_memory, print_daemon_memory),
+            "observe": (bench_observe, print_observe), "threads": (bench_threads, print_threads)}
