@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InputError, StateError
-from .histogram import StreamingHistogram, check_bins
+from .histogram import DEFAULT_BINS, StreamingHistogram, check_bins
 from .methods import DEFAULT_METHOD, get_method
 from .methods.registry import traced_params
 from .regular_file import read_regular
@@ -34,7 +34,6 @@ from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, Tens
 
 log = logging.getLogger("edgecal")
 
-DEFAULT_BINS = 8192  # scripts/lattice_study.py: the smallest lattice whose KL tables match exact-range ones
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
 
 

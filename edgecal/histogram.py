@@ -68,20 +68,25 @@ def min_exponent(log2_bins: int) -> int:
     return log2_bins - 1022
 
 
+# One default for a histogram alone and for every Calibrator: scripts/lattice_study.py found 8192 the
+# smallest lattice whose KL tables match exact-range ones, and the counters cost 64 KiB per tensor there.
+DEFAULT_BINS = 8192
+
+
 class StreamingHistogram:
     """Bounded-memory histogram of one tensor's values on a power-of-two lattice.
 
     Parameters
     ----------
     bins : int
-        Bins per sign; a power of two (default 2048).
+        Bins per sign; a power of two (default 8192, as every Calibrator).
     """
 
     SCHEMA = 1
     _MAGIC = b"EHST"
     _HEAD = struct.Struct("<4sHHIiQQQQQdd")
 
-    def __init__(self, bins: int = 2048) -> None:
+    def __init__(self, bins: int = DEFAULT_BINS) -> None:
         self._bins = check_bins(bins)
         self._log2b = self._bins.bit_length() - 1
         self._lane = np.zeros(2 * self._bins, dtype=np.uint32)

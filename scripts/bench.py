@@ -139,12 +139,12 @@ def best_time(fn, repeats: int) -> float:
 
 def bench_ingest(x: np.ndarray, kind: str, cfg: dict) -> list[dict]:
     rows = []
-    hist_bins = StreamingHistogram().bins
+    hist_bins = StreamingHistogram(2048).bins
     cal_bins = Calibrator().bins
     for batch in cfg["batches"]:
         parts = split(x, batch)
         absmax(parts[0])  # compile outside the timing
-        StreamingHistogram().update(parts[0])
+        StreamingHistogram(2048).update(parts[0])
         Calibrator().observe("t", parts[0])
 
         def run_base():
@@ -152,7 +152,7 @@ def bench_ingest(x: np.ndarray, kind: str, cfg: dict) -> list[dict]:
                 absmax(p)
 
         def run_hist():
-            h = StreamingHistogram()
+            h = StreamingHistogram(2048)
             for p in parts:
                 h.update(p)
 
