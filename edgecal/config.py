@@ -14,11 +14,11 @@ A frozen dataclass whose fields are declared with `setting` is its own schema
 >>> parse_config('[state]\\npath = 3\\n', schema)
 Traceback (most recent call last):
 ...
-edgecal.config.ConfigError: line 2: [state] path: expected a string, found 3
+edgecal.errors.ConfigError: line 2: [state] path: expected a string, found 3
 >>> parse_config('state = 5\\n', schema)
 Traceback (most recent call last):
 ...
-edgecal.config.ConfigError: line 1: [state]: expected a table, found 5
+edgecal.errors.ConfigError: line 1: [state]: expected a table, found 5
 """
 
 from __future__ import annotations
