@@ -405,3 +405,21 @@ def expected_sqnr_db(pos_counts, neg_counts, width, vmin, vmax, scale, zero_poin
     if error == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / error)
+
+
+# -- one calibration pipeline: which inputs a resumable run folds in ---------------------------
+
+def naive_inputs_once(runs):
+    """The (key, arrays) inputs that runs of a resumable pipeline fold in, in order, each key once.
+
+    ``runs`` is a list of runs, each a list of (key, arrays); a key None is always new.
+    """
+    seen, out = set(), []
+    for items in runs:
+        for key, arrays in items:
+            if key is not None and key in seen:
+                continue
+            if key is not None:
+                seen.add(key)
+            out.append((key, arrays))
+    return out
