@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +49,9 @@ from .table import CalibrationTable
 
 log = logging.getLogger("edgecal")
 
-Tensors = Union[Mapping[str, np.ndarray], Calibrator]
-Key = Union[str, tuple[str, ...], None]
-Item = Union[tuple[Key, Union[Tensors, Callable[[], Tensors]]], None]
+Tensors = Mapping[str, np.ndarray] | Calibrator
+Key = str | tuple[str, ...] | None
+Item = tuple[Key, Tensors | Callable[[], Tensors]] | None
 
 
 @dataclass
@@ -178,7 +178,7 @@ def load_checkpoint(path: str | os.PathLike[str], bins: int, model_hash: str | N
             continue
         try:
             cal = Calibrator.load_state(candidate)
-        except Exception as err:  # the boundary between a file on disk and a running service
+        except Exception as err:  # noqa: BLE001  the boundary between a file on disk and a running service
             log.error("checkpoint %s is unusable (%s: %s); trying the previous one", candidate, type(err).__name__, err)
             continue
         if candidate != path:
@@ -345,7 +345,7 @@ class Pipeline:
         for committer, items in list(self.pending.items()):
             try:
                 committer.commit([token for token, _ in items])
-            except Exception as err:  # keep the keys: a restart must still skip these
+            except Exception as err:  # noqa: BLE001  keep the keys: a restart must still skip these
                 log.warning("%s: commit failed (%s); will retry after the next checkpoint",
                             getattr(committer, "KIND", "source"), err)
                 continue
@@ -371,7 +371,7 @@ class Pipeline:
             return None
         try:
             table = policy.table(self.cal)
-        except Exception as err:  # a table that cannot be computed or written must not stop the histograms
+        except Exception as err:
             if policy.retry_interval is None:
                 raise
             self.counts["write_errors"] += 1

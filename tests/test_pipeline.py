@@ -8,11 +8,18 @@ import threading
 
 import numpy as np
 import pytest
-
-from edgecal import Calibrator, CalibrationTable
-from edgecal.errors import InputError
-from edgecal.pipeline import CheckpointPolicy, EmitPolicy, Pipeline, StopPolicy, load_checkpoint, stop_on_signals
 from naive import naive_inputs_once
+
+from edgecal import CalibrationTable, Calibrator
+from edgecal.errors import InputError
+from edgecal.pipeline import (
+    CheckpointPolicy,
+    EmitPolicy,
+    Pipeline,
+    StopPolicy,
+    load_checkpoint,
+    stop_on_signals,
+)
 
 BINS = 256
 
@@ -93,11 +100,11 @@ def test_checkpoint_is_atomic_and_keeps_the_previous_one(tmp_path, monkeypatch):
     assert (tmp_path / "s.ecst.prev").read_bytes() == first and Calibrator.load_state(state).consumed == {k0, k1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ecst", "s.ecst.prev"]  # no temporary file left
 
-    def full(fd, data):
+    def full(fd):
         raise OSError(28, "No space left on device")
 
     before = state.read_bytes()
-    monkeypatch.setattr("edgecal.atomic.os.fdopen", lambda fd, mode: open(fd, mode, closefd=True) and full(fd, 0))
+    monkeypatch.setattr("edgecal.atomic.os.fsync", full)
     with pytest.raises(OSError, match="No space left"):
         pipe.checkpoint()
     assert state.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.ecst", "s.ecst.prev"]
