@@ -255,3 +255,43 @@ def test_a_tensor_budget_limits_the_histograms():
     pipe = Pipeline(Calibrator(BINS), budget=Two())
     pipe.fold(None, {"a": np.ones(2), "b": np.ones(2), "c": np.ones(2)})
     assert pipe.cal.names() == ["a", "b"]
+
+
+# -- the commands on the pipeline -------------------------------------------------------------
+
+@pytest.fixture
+def three_files(tmp_path):
+    folder = tmp_path / "acts"
+    folder.mkdir()
+    for i, (_, arrays) in enumerate(inputs(3, seed=4)):
+        np.savez(folder / f"batch{i}.npz", **arrays)
+    return folder
+
+
+def test_calibrate_stops_after_the_file_being_read_on_sigterm(three_files, tmp_path, monkeypatch, capsys):
+    from edgecal.cli import files as cli_files
+    from edgecal.cli import main
+
+    real, calls = cli_files._read_file, []
+
+    def signalled(path, key, bins):
+        calls.append(path)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while this file is being read
+        return real(path, key, bins)
+
+    monkeypatch.setattr(cli_files, "_read_file", signalled)
+    state, out = tmp_path / "s.ecst", tmp_path / "t.json"
+    assert main(["calibrate", str(three_files), "-o", str(out), "--state", str(state)]) == 130
+    assert "2 new files kept in" in capsys.readouterr().err and not out.exists() and len(calls) == 2
+    assert len(Calibrator.load_state(state).consumed) == 2 and Calibrator.load_state(state).samples("conv") == 2
+
+
+def test_calibrate_keeps_the_previous_state(three_files, tmp_path):
+    from edgecal.cli import main
+
+    files, state = sorted(three_files.iterdir()), tmp_path / "s.ecst"
+    assert main(["calibrate", str(files[0]), "-o", str(tmp_path / "a.json"), "--state", str(state), "-q"]) == 0
+    first = state.read_bytes()
+    assert main(["calibrate", str(three_files), "-o", str(tmp_path / "b.json"), "--state", str(state), "-q"]) == 0
+    assert (tmp_path / "s.ecst.prev").read_bytes() == first and len(Calibrator.load_state(state).consumed) == 3
