@@ -287,18 +287,25 @@ class Pipeline:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, inputs: Iterable[Item]) -> PipelineResult:
         """Fold ``inputs`` in until they end or the stop policy says so; then `finish`."""
-        reason = ""
+        return self.finish(self.feed(inputs))
+
+    def feed(self, inputs: Iterable[Item]) -> str:
+        """Fold ``inputs`` in, checkpointing and writing tables when due; returns why it stopped.
+
+        "exhausted" when the inputs ended, "interrupted" on `KeyboardInterrupt` (the input being
+        read is not folded in), else the stop policy's reason.
+        """
         try:
             for item in inputs:
                 if item is not None:
                     self.fold(*item)
                 reason = self.stop_reason()
                 if reason:
-                    break
+                    return reason
                 self.tick()
-        except KeyboardInterrupt:  # the input being read is lost whole: it was not folded in yet
-            reason = "interrupted"
-        return self.finish(reason or "exhausted")
+        except KeyboardInterrupt:
+            return "interrupted"
+        return "exhausted"
 
     def stop_reason(self) -> str:
         return self.stop_policy.reason(self.counts["samples"], time.monotonic() - self.started)
