@@ -295,3 +295,31 @@ def test_calibrate_keeps_the_previous_state(three_files, tmp_path):
     first = state.read_bytes()
     assert main(["calibrate", str(three_files), "-o", str(tmp_path / "b.json"), "--state", str(state), "-q"]) == 0
     assert (tmp_path / "s.ecst.prev").read_bytes() == first and len(Calibrator.load_state(state).consumed) == 3
+
+
+def test_stream_sessions_resume_from_the_state_and_keep_the_previous_one(tmp_path):
+    from edgecal.link import SerialHost, StreamSession
+    from test_link_host import FakeDevice
+
+    state, truth = tmp_path / "s.ecst", Calibrator(BINS)
+    for first in (0, 100):  # two runs of 5 samples, the second resuming from the first's state
+        dev = FakeDevice(first_sample=first, count=5)
+        try:
+            with SerialHost(dev.url) as src:
+                src.open()
+                cal = Calibrator.load_state(state) if state.exists() else Calibrator(BINS)
+                emit = EmitPolicy(tmp_path / "t.json", method="minmax")
+                result = StreamSession(src, cal, state=state, emit=emit).run()
+        finally:
+            dev.close()
+        assert (result.reason, result.samples) == ("finished", 5)
+        for (_, name), array in sorted(dev.sent.items()):
+            truth.observe(name, array)
+        if first == 0:
+            after_first = state.read_bytes()
+    assert (tmp_path / "s.ecst.prev").read_bytes() == after_first
+    saved = Calibrator.load_state(state)
+    saved.model_hash = None
+    assert saved == truth
+    assert result.table == CalibrationTable.load(tmp_path / "t.json")
+    assert [result.table[n].amax for n in result.table] == [truth.compute("minmax")[n].amax for n in result.table]
