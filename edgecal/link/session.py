@@ -134,7 +134,8 @@ class StreamSession:
                 self.reason = "device-gone" if isinstance(err, DeviceGone) else "link-error"
                 log.warning("%s; the table is made from what arrived before", err)
                 return
-            yield from [(None, _arrays(sample)) for sample in list(self._backlog)] or [None]
+            batch: list[Item] = [(None, _arrays(sample)) for sample in self._backlog]
+            yield from batch or [None]  # None: nothing arrived, the pipeline still checks its stop policy
             self.reason = self._done()
             if self.reason:
                 return
