@@ -124,13 +124,13 @@ def _calibrate_on_dask(args: argparse.Namespace, method: str, params: dict[str, 
     _check_before_work(args, files)
     cal = open_state(args.state, args.bins)
     todo = [f for f in files if not {file_identity(f), legacy_identity(f)} & cal.consumed]
+    pipe = Pipeline(cal, CheckpointPolicy(args.state), emit=EmitPolicy(args.out, method, args.scheme, params,
+                                                                       out_format, options))
     if todo:
         with connect(args.dask) as client:
-            cal.merge(build_state(client, todo, bins=cal.bins, shards=args.shards))
-    if args.state:
-        cal.save_state(args.state)
-    table = cal.compute(method, scheme=args.scheme, **params)
-    table.save(args.out, format=out_format, **options)
+            pipe.fold(None, build_state(client, todo, bins=cal.bins, shards=args.shards))  # keys: the files'
+    table = pipe.finish("exhausted").table
+    assert table is not None  # the pipeline raises rather than end without a table
     note = f", {len(files) - len(todo)} already in {args.state}" if len(todo) < len(files) else ""
     print(f"calibrated {len(table)} tensors from {len(todo)} files{note} with {method} on Dask ({args.dask}) -> "
           f"{args.out} ({out_format})")
