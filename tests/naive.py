@@ -757,3 +757,21 @@ def max_finite_abs(values: np.ndarray) -> float:
     """The largest |x| over the finite values (0.0 when there is none), in float64."""
     finite = [abs(float(v)) for v in np.asarray(values).ravel() if math.isfinite(float(v))]
     return max(finite, default=0.0)
+
+
+# -- one calibration pipeline: which inputs a resumable run folds in ---------------------------
+
+def naive_inputs_once(runs):
+    """The (key, arrays) inputs that runs of a resumable pipeline fold in, in order, each key once.
+
+    ``runs`` is a list of runs, each a list of (key, arrays); a key None is always new.
+    """
+    seen, out = set(), []
+    for items in runs:
+        for key, arrays in items:
+            if key is not None and key in seen:
+                continue
+            if key is not None:
+                seen.add(key)
+            out.append((key, arrays))
+    return out

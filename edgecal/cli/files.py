@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
-import time
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,11 @@ from ..arrays import arrays_in, expand_inputs
 from ..atomic import check_writable
 from ..identity import file_identity, legacy_identity
 from ..merge import merge_state_files
+from ..pipeline import CheckpointPolicy, EmitPolicy, Item, Pipeline, StopPolicy, stop_on_signals
 from ..methods import DEFAULT_METHOD, get_method, method_names
 from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
-from .common import (Progress, Terminated, fmt, key_values, mb, method_params, on_sigterm, open_state, output_spec,
-                     print_rows, say)
+from .common import Progress, fmt, key_values, mb, method_params, open_state, output_spec, print_rows, say
 from .jsonout import emit, state_fields, table_fields
 from .onnx import RUNTIMES
 
@@ -33,6 +35,7 @@ log = logging.getLogger("edgecal")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fold the files into the state through the pipeline, then write the table (none when interrupted)."""
     method, params, out_format, options = output_spec(args)
     if args.scheme not in SCHEMES:
         raise InputError(f"unknown scheme {args.scheme!r}; known schemes: {', '.join(SCHEMES)}")
@@ -42,44 +45,52 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _check_before_work(args, files)
     cal = open_state(args.state, args.bins)
     progress = Progress(not args.quiet)
-    total = sum(f.stat().st_size for f in files)
-    done_bytes, used, skipped = 0, 0, 0
-    last_checkpoint = time.monotonic()
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        for n, path in enumerate(files, 1):
-            key = file_identity(path)
-            if key in cal.consumed or legacy_identity(path) in cal.consumed:
-                skipped += 1
-            else:
-                cal.merge(read(path, key, cal.bins))
-                used += 1
-            done_bytes += path.stat().st_size
-            rate = done_bytes / max(progress.elapsed(), 1e-9)
-            progress.update(f"edgecal: {n}/{len(files)} files, {mb(done_bytes)} of {mb(total)}, {mb(rate)}/s")
-            if args.state and time.monotonic() - last_checkpoint >= args.checkpoint_every:
-                cal.save_state(args.state)
-                last_checkpoint = time.monotonic()
-    except (KeyboardInterrupt, Terminated):
-        progress.done()
+    emit = EmitPolicy(args.out, method.name, args.scheme, params, out_format.name, options, on_interrupt=False,
+                      compute=lambda c: _table(args, c, method.name, params))
+    with stop_on_signals(threading.Event(), second_interrupts=True) as stop:
+        pipe = Pipeline(cal, CheckpointPolicy(args.state, args.checkpoint_every), StopPolicy(stop), emit,
+                        on_fold=_file_progress(progress, files))
+        result = pipe.run(_file_inputs(files, read, cal.bins))
+    progress.done()
+    if result.reason in ("stopped", "interrupted"):
         if args.state:
-            cal.save_state(args.state)
-            print(f"edgecal: interrupted; {used} new files kept in {args.state}, run again to resume", file=sys.stderr)
+            print(f"edgecal: interrupted; {result.used} new files kept in {args.state}, run again to resume",
+                  file=sys.stderr)
         else:
             print("edgecal: interrupted; nothing written", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    progress.done()
-    if args.state:
-        cal.save_state(args.state)
-    groups = _search_groups(args)
-    table = _searched(args, cal, method.name, groups) if groups else None
-    if table is None:
-        table = cal.compute(method.name, scheme=args.scheme, **params)
-    table.save(args.out, format=out_format.name, **options)
-    _report_calibrated(args, table, (out_format.name, method.name, runtime), (used, skipped))
+    assert result.table is not None  # the pipeline raises rather than end a run without a table
+    _report_calibrated(args, result.table, (out_format.name, method.name, runtime), (result.used, result.skipped))
     return 0
+
+
+def _file_inputs(files: list[Path], read: Any, bins: int) -> Iterator[Item]:
+    """Each file as a pipeline input: its identity (and the older one states may hold), its state when read."""
+    for path in files:
+        st = os.stat(path)
+        key = file_identity(path, st)
+        yield (key, legacy_identity(path, st)), partial(read, path, key, bins)
+
+
+def _file_progress(progress: Progress, files: list[Path]) -> Callable[[Any, bool], None]:
+    """The pipeline's ``on_fold``: the progress line after each file, in files and bytes."""
+    sizes = [f.stat().st_size for f in files]
+    total, done = sum(sizes), {"files": 0, "bytes": 0}
+
+    def folded(key: Any, used: bool) -> None:
+        done["bytes"] += sizes[done["files"]]
+        done["files"] += 1
+        rate = done["bytes"] / max(progress.elapsed(), 1e-9)
+        progress.update(f"edgecal: {done['files']}/{len(files)} files, {mb(done['bytes'])} of {mb(total)}, "
+                        f"{mb(rate)}/s")
+    return folded
+
+
+def _table(args: argparse.Namespace, cal: Calibrator, method: str, params: dict[str, Any]) -> CalibrationTable:
+    """The model-searched table when a search runs, else ``method``'s."""
+    groups = _search_groups(args)
+    table = _searched(args, cal, method, groups) if groups else None
+    return table if table is not None else cal.compute(method, scheme=args.scheme, **params)
 
 
 def _report_calibrated(args: argparse.Namespace, table: CalibrationTable, how: tuple[str, str, str | None],
@@ -113,13 +124,13 @@ def _calibrate_on_dask(args: argparse.Namespace, method: str, params: dict[str, 
     _check_before_work(args, files)
     cal = open_state(args.state, args.bins)
     todo = [f for f in files if not {file_identity(f), legacy_identity(f)} & cal.consumed]
+    pipe = Pipeline(cal, CheckpointPolicy(args.state), emit=EmitPolicy(args.out, method, args.scheme, params,
+                                                                       out_format, options))
     if todo:
         with connect(args.dask) as client:
-            cal.merge(build_state(client, todo, bins=cal.bins, shards=args.shards))
-    if args.state:
-        cal.save_state(args.state)
-    table = cal.compute(method, scheme=args.scheme, **params)
-    table.save(args.out, format=out_format, **options)
+            pipe.fold(None, build_state(client, todo, bins=cal.bins, shards=args.shards))  # keys: the files'
+    table = pipe.finish("exhausted").table
+    assert table is not None  # the pipeline raises rather than end without a table
     note = f", {len(files) - len(todo)} already in {args.state}" if len(todo) < len(files) else ""
     print(f"calibrated {len(table)} tensors from {len(todo)} files{note} with {method} on Dask ({args.dask}) -> "
           f"{args.out} ({out_format})")

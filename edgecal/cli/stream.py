@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from typing import Any
 
-from ..calibrator import DEFAULT_BINS
+from ..calibrator import DEFAULT_BINS, Calibrator
 from ..errors import InputError
 from ..methods import DEFAULT_METHOD, method_names
+from ..pipeline import EmitPolicy, stop_on_signals
 from ..table import CalibrationTable
 from .common import open_state, output_spec, print_rows
 from .jsonout import emit, table_fields
@@ -22,22 +22,19 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from ..link import SerialHost, StopRequested
 
     port = pick_port(list_ports()) if args.port == "auto" else args.port
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    src = SerialHost(port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
-                     max_sample_bytes=args.max_sample_bytes, stop=stop)
-    try:
-        if args.list:
-            _print_device(port, src.open(), args.json)
-            return 0
-        return _stream(args, port, src, stop)
-    except StopRequested:
-        print("edgecal: interrupted before streaming began; nothing written", file=sys.stderr)
-        return 130
-    finally:
-        src.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop_on_signals(threading.Event()) as stop:
+        src = SerialHost(port, baudrate=args.baud, timeout=args.timeout, reconnect_timeout=args.reconnect_timeout,
+                         max_sample_bytes=args.max_sample_bytes, stop=stop)
+        try:
+            if args.list:
+                _print_device(port, src.open(), args.json)
+                return 0
+            return _stream(args, port, src, stop)
+        except StopRequested:
+            print("edgecal: interrupted before streaming began; nothing written", file=sys.stderr)
+            return 130
+        finally:
+            src.close()
 
 
 def _stream(args: argparse.Namespace, port: str, src: Any, stop: threading.Event) -> int:
@@ -50,20 +47,26 @@ def _stream(args: argparse.Namespace, port: str, src: Any, stop: threading.Event
     info = src.open()
     view = LiveView(cal, mode=_view_mode(args), every=args.log_every)
     tensors = [t for t in args.tensors.split(",") if t] if args.tensors else None
+    session: Any = None
+
+    def table_of(c: Calibrator) -> CalibrationTable:
+        if not c.names():
+            raise InputError(f"{port}: no intact tensor arrived ({session.reason}); nothing to calibrate")
+        return c.compute(method.name, **params)
+
+    emit = EmitPolicy(args.out, method.name, params=params, format=out_format.name, options=options,
+                      compute=table_of, provenance=lambda: {"link": session.provenance(session.reason)})
     session = StreamSession(
         src, cal, tensors=tensors, samples=args.samples, duration=args.duration, stop=stop,
-        on_progress=view.update, max_loss=args.max_loss / 100.0,
-        checkpoint=(lambda: cal.save_state(args.state)) if args.state else None,
-        checkpoint_every=args.checkpoint_every,
+        on_progress=view.update, max_loss=args.max_loss / 100.0, state=args.state,
+        checkpoint_every=args.checkpoint_every, emit=emit,
     )
-    result = session.run()
-    view.done(session.progress())  # the final figures, not a throttled one
-    if args.state:
-        cal.save_state(args.state)
-    if not cal.names():
-        raise InputError(f"{port}: no intact tensor arrived ({result.reason}); nothing to calibrate")
-    table = cal.compute(method.name, **params).replace_meta(provenance={"link": result.provenance})
-    table.save(args.out, format=out_format.name, **options)
+    try:
+        result = session.run()
+    finally:
+        view.done(session.progress())  # the final figures, not a throttled one
+    table = result.table
+    assert table is not None  # the session's pipeline raises rather than end without a table
     pushed = None
     if args.push:
         if result.reason == "device-gone":

@@ -1,8 +1,9 @@
 """`StreamSession`: samples from a `SerialHost` into a `Calibrator`, with provenance.
 
 The session is what ``edgecal stream`` runs: it feeds every intact tensor to the
-calibrator, stops on a sample count, a duration, a stop event or when the device
-says it has no more samples, checkpoints the calibrator's state, and summarises
+calibrator through the pipeline every command shares (`edgecal.pipeline`), stops
+on a sample count, a duration, a stop event or when the device says it has no more
+samples, checkpoints the calibrator's state (keeping the previous one), and summarises
 the link (what was used, what was lost and why, the device's own counters) in a
 mapping that goes into the table's ``provenance["link"]``.
 """
@@ -10,13 +11,19 @@ mapping that goes into the table's ``provenance["link"]``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
+
+import numpy as np
 
 from ..calibrator import Calibrator
 from ..errors import InputError
+from ..pipeline import CheckpointPolicy, EmitPolicy, Item, Pipeline, StopPolicy
+from ..table import CalibrationTable
 from .assembler import ReceivedSample, ReceivedTensor
 from .control import StopRequested
 from .errors import DeviceGone, LinkError
@@ -34,10 +41,11 @@ class StreamResult:
     samples: int
     tensors_used: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    table: CalibrationTable | None = None  # the table the session's emit policy made, if any
 
 
 class StreamSession:
-    """Feeds a calibrator from a device.
+    """Feeds a calibrator from a device, through an `edgecal.pipeline.Pipeline`.
 
     Parameters
     ----------
@@ -55,8 +63,11 @@ class StreamSession:
         Called about every 0.2 s with `progress()`.
     on_tensor : callable, optional
         Called with every `ReceivedTensor` after it was observed.
-    checkpoint : callable, optional
-        Called every ``checkpoint_every`` seconds (e.g. to save the calibrator's state).
+    state : path, optional
+        Checkpoint the calibrator's state here every ``checkpoint_every`` seconds and at the end
+        (atomically, the previous checkpoint kept as ``<state>.prev``).
+    emit : EmitPolicy, optional
+        The table written at the end (default: none; `StreamResult.table` holds it).
     max_loss : float
         Loss rate (discarded / (used + discarded) tensors) above which a warning is logged.
     """
@@ -65,16 +76,20 @@ class StreamSession:
                  samples: int | None = None, duration: float | None = None, stop: threading.Event | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  on_tensor: Callable[[ReceivedTensor], None] | None = None,
-                 checkpoint: Callable[[], None] | None = None, checkpoint_every: float = 30.0,
-                 max_loss: float = 0.01) -> None:
+                 state: str | os.PathLike[str] | None = None, checkpoint_every: float = 30.0,
+                 emit: EmitPolicy | None = None, max_loss: float = 0.01) -> None:
         if source.device is None:
             raise InputError("StreamSession needs an opened SerialHost")
         if samples is not None and samples < 1 or duration is not None and duration <= 0:
             raise InputError(f"samples {samples} / duration {duration}: expected a positive count / number of seconds")
-        self.source, self.calibrator, self.tensors = source, calibrator, tensors
-        self.samples, self.duration, self.stop_event = samples, duration, stop or threading.Event()
-        self.on_progress, self.on_tensor, self.checkpoint = on_progress, on_tensor, checkpoint
-        self.checkpoint_every, self.max_loss = checkpoint_every, max_loss
+        self.source, self.calibrator, self.tensors, self.samples = source, calibrator, tensors, samples
+        self.stop_event = stop or threading.Event()
+        self.on_progress, self.on_tensor, self.max_loss = on_progress, on_tensor, max_loss
+        self.pipeline = Pipeline(calibrator, CheckpointPolicy(state, checkpoint_every),
+                                 StopPolicy(self.stop_event, duration=duration), emit or EmitPolicy(at_end=False),
+                                 on_fold=self._folded)
+        self.reason = ""
+        self._backlog: list[ReceivedSample] = []
         self._start = time.monotonic()
         model = source.device.hello.model_hash
         if calibrator.model_hash is None:
@@ -86,52 +101,61 @@ class StreamSession:
     def run(self) -> StreamResult:
         """Stream until a stop condition; always stops the device and closes the run's accounting."""
         src = self.source
-        reason = "stopped"
-        last_progress = last_checkpoint = time.monotonic()
         src.sample_limit = self.samples
         try:
             src.start(self.tensors)
-            while True:
-                self._feed(src.poll(0.05))
-                reason = self._done()
-                if reason:
-                    break
-                now = time.monotonic()
-                if self.on_progress is not None and now - last_progress >= 0.2:
-                    self.on_progress(self.progress())
-                    last_progress = now
-                if self.checkpoint is not None and now - last_checkpoint >= self.checkpoint_every:
-                    self.checkpoint()
-                    last_checkpoint = now
+            ended = self.pipeline.feed(self._polled())
+            self.reason = self.reason if ended == "exhausted" else ended
         except StopRequested:
-            reason = "stopped"
-        except LinkError as err:  # gone, or back with another model: keep what arrived intact
-            if not src.totals()["used"]:
-                raise
-            reason = "device-gone" if isinstance(err, DeviceGone) else "link-error"
-            log.warning("%s; the table is made from what arrived before", err)
-        self._feed(src.stop())  # e.g. the intact tensors of a last, partial sample
+            self.reason = "stopped"
+        self._backlog += src.stop()  # e.g. the intact tensors of a last, partial sample
+        while self._backlog:
+            self.pipeline.fold(None, _arrays(self._backlog[0]))
         if self.on_progress is not None:
             self.on_progress(self.progress())  # the final figures
-        provenance = self.provenance(reason)
+        provenance = self.provenance(self.reason)
         self._warn_loss(provenance)
+        table = self.pipeline.finish(self.reason).table
         totals = src.totals()
-        return StreamResult(reason, totals["samples_complete"], totals["used"], provenance)
+        return StreamResult(self.reason, totals["samples_complete"], totals["used"], provenance, table)
 
-    def _feed(self, samples: list[ReceivedSample]) -> None:
-        for sample in samples:
+    def _polled(self) -> Iterator[Item]:
+        """The device's samples as pipeline inputs (None while none arrives), until it says it is done."""
+        last_progress = time.monotonic()
+        while True:
+            try:
+                self._backlog += self.source.poll(0.05)
+            except StopRequested:
+                self.reason = "stopped"
+                return
+            except LinkError as err:  # gone, or back with another model: keep what arrived intact
+                if not self.source.totals()["used"]:
+                    raise
+                self.reason = "device-gone" if isinstance(err, DeviceGone) else "link-error"
+                log.warning("%s; the table is made from what arrived before", err)
+                return
+            batch: list[Item] = [(None, _arrays(sample)) for sample in self._backlog]
+            yield from batch or [None]  # None: nothing arrived, the pipeline still checks its stop policy
+            self.reason = self._done()
+            if self.reason:
+                return
+            now = time.monotonic()
+            if self.on_progress is not None and now - last_progress >= 0.2:
+                self.on_progress(self.progress())
+                last_progress = now
+
+    def _folded(self, key: Any, used: bool) -> None:
+        """The pipeline folded the oldest received sample in: hand its tensors to ``on_tensor``."""
+        sample = self._backlog.pop(0)
+        if self.on_tensor is not None:
             for t in sample.tensors():
-                self.calibrator.observe(t.name, t.array)
-                if self.on_tensor is not None:
-                    self.on_tensor(t)
+                self.on_tensor(t)
 
     def _done(self) -> str:
         if self.stop_event.is_set():
             return "stopped"
         if self.samples is not None and self.source.totals()["samples_complete"] >= self.samples:
             return "samples"
-        if self.duration is not None and time.monotonic() - self._start >= self.duration:
-            return "duration"
         if self.source.finished:
             return "finished"
         return ""
@@ -166,3 +190,7 @@ class StreamSession:
                         "%.2f%% limit, check the cable, the baud rate and the device's transmit buffer",
                         100 * p["loss_rate"], p["tensors_discarded"], p["tensors_used"] + p["tensors_discarded"],
                         p["frames_missing"], p["frames_corrupt"], 100 * self.max_loss)
+
+
+def _arrays(sample: ReceivedSample) -> dict[str, np.ndarray]:
+    return {t.name: t.array for t in sample.tensors()}
