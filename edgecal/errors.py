@@ -26,7 +26,6 @@ their edgecal name or by the builtin they refine (extra builtin bases in bracket
     ├── ValueError
     │   └── FrameError                  internal: a malformed frame, counted, never raised to users
     └── _ControlFlow                    control flow: raised and caught inside edgecal
-        ├── Terminated                  SIGTERM arrived (the CLI handles it like Ctrl-C)
         ├── Disconnected                the port failed (the link reconnects)
         ├── StopRequested               the stop event was set (ends the waits of its setter)
         └── ClientError                 a socket client broke the protocol (it is closed)
@@ -43,7 +42,7 @@ __all__ = [
     "ClientError", "ConfigError", "DeviceGone", "Disconnected", "EdgecalError", "FrameError", "HandshakeTimeout",
     "InputError", "Int32OverflowError", "LinkError", "MalformedModelError", "MissingExtraError", "PortError",
     "ProtocolVersionError", "SourceError", "SourceExhausted", "StateError", "StopRequested", "TablePushError",
-    "Terminated", "UnknownNameError", "UnsafeModelError", "WriteError",
+    "UnknownNameError", "UnsafeModelError", "WriteError",
 ]
 
 
@@ -133,10 +132,6 @@ class FrameError(ValueError):
 
 class _ControlFlow(Exception):
     """Base of the exceptions edgecal raises to leave a loop or a wait and catches itself."""
-
-
-class Terminated(_ControlFlow):
-    """SIGTERM arrived; handled like Ctrl-C."""
 
 
 class Disconnected(_ControlFlow):

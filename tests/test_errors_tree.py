@@ -26,11 +26,11 @@ OLD_HOMES = {
     "edgecal.link.errors": ["LinkError", "PortError", "HandshakeTimeout", "ProtocolVersionError", "DeviceGone",
                             "TablePushError", "FrameError"],
     "edgecal.atomic": ["WriteError"], "edgecal.sources.base": ["SourceError", "SourceExhausted"],
-    "edgecal.sources": ["SourceError", "SourceExhausted"], "edgecal.cli.common": ["Terminated"],
+    "edgecal.sources": ["SourceError", "SourceExhausted"],
     "edgecal.link.transport": ["Disconnected"], "edgecal.link.control": ["StopRequested"],
     "edgecal.link": ["StopRequested"], "edgecal.sources.connection": ["ClientError"],
 }
-CONTROL_FLOW = ["Terminated", "Disconnected", "StopRequested", "ClientError"]
+CONTROL_FLOW = ["Disconnected", "StopRequested", "ClientError"]
 
 
 def parse_tree(doc: str) -> dict[str, list[str]]:

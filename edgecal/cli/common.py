@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibrator import DEFAULT_BINS, Calibrator
-from ..errors import InputError, Terminated
+from ..errors import InputError
 from ..formats import Format, detect_format, get_format
 from ..methods import Method, get_method
 from ..text import printable
@@ -66,10 +66,6 @@ def mb(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n:.0f} B"
-
-
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 def fmt(x: float | None) -> str:
