@@ -10,7 +10,6 @@ every op of the model, else ONNX Runtime.
 from __future__ import annotations
 
 import argparse
-import functools
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,30 +55,26 @@ def pick_runtime(model: str, requested: str) -> tuple[str, Graph | None]:
                          f"installing the extra with {INSTALL}") from None
 
 
-def model_reader(model: str, requested: str, inputs: list[str]) -> tuple[Callable[..., Calibrator], str]:
-    """(reader of one input file into a fresh calibrator, runtime) for ``calibrate --model``."""
-    runtime, graph = pick_runtime(model, requested)
-    if graph is not None:
-        from ..model import calibrate_file
+SOURCE_KINDS = {"edgecal": "runner"}  # runtime name -> model source kind, where they differ
 
-        return functools.partial(calibrate_file, graph), runtime
+
+def model_reader(model: str, requested: str, inputs: list[str]) -> tuple[Callable[..., Calibrator], str]:
+    """(reader of one input file into a fresh calibrator, runtime) for ``calibrate --model``.
+
+    The reader is the runtime's model source (`ModelSource.file_state`), the one the daemon
+    runs, so both fold a file the same way and under the same key.
+    """
     from ..sources import source_class
     from ..sources.model import ModelSource
 
-    source = source_class(runtime)(model=model, inputs=str(inputs[0]))
+    runtime, graph = pick_runtime(model, requested)
+    kind = SOURCE_KINDS.get(runtime, runtime)
+    config = {"model": model, "inputs": str(inputs[0])}
+    source = source_class(kind)(graph=graph, **config) if graph is not None else source_class(kind)(**config)
     if not isinstance(source, ModelSource):
         raise InputError(f"runtime {runtime!r} is not a model runtime")
     source.load()  # a model the runtime refuses fails here, before any file
-    return functools.partial(_calibrate_with_source, source), runtime
-
-
-def _calibrate_with_source(source: Any, path: Path, key: str, bins: int) -> Calibrator:
-    """Every activation the source computes for one file, in a fresh calibrator marked as holding ``key``."""
-    sample = source.run_file(path)
-    part = Calibrator(bins, model_hash=source.model_hash())
-    part.observe_many(sample.arrays)
-    part.consumed.add(key)
-    return part
+    return source.file_state, runtime
 
 
 def _check_out(out: str, model: str) -> None:

@@ -7,7 +7,7 @@ model goes through ONNX Runtime (the ``onnxruntime`` extra): `quantize_onnx` mak
 int8 model with a table's ranges, `check_onnx` compares the two.
 """
 
-from .activations import calibrate_file, observe_model
+from .activations import observe_model
 from .budget import DEFAULT_BUDGET, MemoryBudget
 from .check import CheckReport, TensorReport, check_model, sqnr_db
 from .float_run import run_float
@@ -20,7 +20,7 @@ from .ort_quant import QuantizeSummary, quantize_onnx, table_ranges
 __all__ = [
     "DEFAULT_BUDGET", "OPS", "CheckReport", "Graph", "Int8Model", "MalformedModelError", "MemoryBudget",
     "MissingExtraError", "Node", "OnnxCheckReport", "OutputReport", "QParams", "QuantizeSummary",
-    "QuantizedTensorReport", "TensorReport", "UnsafeModelError", "calibrate_file", "check_model", "check_onnx",
+    "QuantizedTensorReport", "TensorReport", "UnsafeModelError", "check_model", "check_onnx",
     "from_onnx", "load_graph", "observe_model", "quantize_onnx", "quantize_weights", "run_float", "sqnr_db",
     "table_ranges",
 ]

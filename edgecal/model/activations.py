@@ -1,13 +1,14 @@
 """A float ONNX model as an activation source: every tensor it computes goes into a `Calibrator`.
 
 Calibrating a model this way needs no ONNX Runtime: `run_float` executes the graph
-in numpy and hands over each intermediate tensor, named as in the model.
+in numpy and hands over each intermediate tensor, named as in the model. Calibrating
+from input files (``edgecal calibrate --model``, the daemon) goes through the model
+sources instead (`edgecal.sources.RunnerSource` for this runner).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -46,10 +47,3 @@ def load_arrays(path: str | os.PathLike[str], max_bytes: int = MAX_BATCH_BYTES) 
     """Arrays of a .npy (named by the stem) or .npz file, read by `edgecal.arrays` (headers checked, size capped)."""
     return read_arrays(path, max_bytes)
 
-
-def calibrate_file(graph: Graph, path: Path, key: str, bins: int) -> Calibrator:
-    """Every activation of the model on one input file, in a fresh calibrator marked as holding ``key``."""
-    part = Calibrator(bins, model_hash=graph.model_hash or None)
-    observe_model(part, graph, feeds_from(graph, load_arrays(path), str(path)))
-    part.consumed.add(key)
-    return part

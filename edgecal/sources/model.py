@@ -8,12 +8,16 @@ unless ``repeat = true``, when it starts over. A batch that cannot be used (an
 unreadable file, a shape the model does not take) is logged, counted and skipped; an
 entry point whose own code raises ends its pass with `edgecal.errors.InputError`.
 
-A batch read from a file carries the file's key (path, size, modification time) as its
-consumed key, so a restart does not fold it twice; the files stay, so these keys must
-stay in the state (``KEEP_CONSUMED``). Repeated passes and entry points carry no key.
+A batch read from a file carries the file's consumed keys (`edgecal.identity.file_identity`,
+then the older `legacy_identity` states written before it may hold), so a restart does not
+fold it twice; the files stay, so these keys must stay in the state (``KEEP_CONSUMED``).
+`edgecal calibrate --model` folds files through `ModelSource.file_state` under the same key,
+so a state made by either is resumed by the other. Repeated passes and entry points carry no key.
 
 Subclasses load the model in `ModelSource._load` (returning its inputs and the names of
-its float activations, in graph order) and compute one batch in `ModelSource._run`.
+its float activations, in graph order) and compute one batch in `ModelSource._run`; a
+runtime that can hand over each tensor as soon as it exists (and free it) overrides
+`ModelSource._observe_batch`, which `file_state` uses.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calibrator import Calibrator
 from ..config import Field
 from ..errors import InputError
 from .base import Sample, Source, SourceExhausted
@@ -111,6 +116,11 @@ class ModelSource(Source):
         """The selected activations for one batch."""
         raise NotImplementedError
 
+    def _observe_batch(self, feeds: dict[str, np.ndarray], where: str, observe: Callable[[str, np.ndarray], None]) -> None:
+        """Hand each selected activation of one batch to ``observe``, in selection order."""
+        for name, array in self._run(feeds, where).items():
+            observe(name, array)
+
     # -- Source --------------------------------------------------------------------------------------
     def open(self) -> None:
         if self.specs is not None:
@@ -128,14 +138,20 @@ class ModelSource(Source):
             self._loaded = specs
         return self._loaded
 
-    def run_file(self, path: Path) -> Sample:
-        """The selected activations of one input file, for callers that choose the files (``edgecal calibrate``).
+    def file_state(self, path: Path, key: str | None, bins: int) -> Calibrator:
+        """The selected activations of one input file in a fresh calibrator, for ``edgecal calibrate --model``.
 
-        Loads the model on first use; the token is the file's consumed key. `InputError`
-        when the file does not fit the model or the runtime refuses it.
+        The caller chooses the files and records ``key`` (the file's identity, as `read`
+        gives the daemon); the part holds it too, as every per-file state does. Loads the
+        model on first use; `InputError` when the file does not fit the model or the
+        runtime refuses it.
         """
         feed = file_feed(path, self.load(), self.images)
-        return Sample(self._run(feed.arrays, feed.where), token=feed.key)
+        part = Calibrator(bins, model_hash=self.model_hash())
+        self._observe_batch(feed.arrays, feed.where, part.observe)
+        if key is not None:
+            part.consumed.add(key)
+        return part
 
     def read(self, timeout: float) -> Sample | None:
         if self.specs is None:
@@ -158,8 +174,9 @@ class ModelSource(Source):
             self._counters.add("bytes", sample.nbytes)
             return sample
 
-    def consumed_key(self, token: Any) -> str | None:
-        return token if isinstance(token, str) else None
+    def consumed_key(self, token: Any) -> tuple[str, ...] | None:  # type: ignore[override]
+        """The file's identity, then its older form (recognised, never recorded); None for no file."""
+        return token if isinstance(token, tuple) else None
 
     def model_hash(self) -> str | None:
         return self._hash

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..arrays import SUFFIXES, read_arrays
 from ..errors import InputError
-from ..identity import file_identity
+from ..identity import file_identity, legacy_identity
 from ..model.graph import MissingExtraError
 
 MAX_FEED_BYTES = 1 << 30  # one array file is one batch in memory
@@ -52,10 +52,14 @@ class ModelInput:
 
 @dataclass(frozen=True)
 class Feed:
-    """One batch: the model's inputs, the consumed key of its file (None if none), where it came from."""
+    """One batch: the model's inputs, the consumed keys of its file (None if none), where it came from.
+
+    ``key`` is the file's `file_identity`, then its `legacy_identity`: the pipeline records the
+    first and recognises either, so states written before inodes were part of the key resume.
+    """
 
     arrays: dict[str, np.ndarray]
-    key: str | None
+    key: tuple[str, str] | None
     where: str
 
 
@@ -126,7 +130,8 @@ def file_feed(path: Path, specs: list[ModelInput], images: ImageOptions, max_byt
     else:
         arrays = read_arrays(path, max_bytes)
     try:
-        key: str | None = file_identity(path)
+        st = os.stat(path)
+        key: tuple[str, str] | None = (file_identity(path, st), legacy_identity(path, st))
     except OSError:
         key = None
     return Feed(check_feed(specs, arrays, where), key, where)

@@ -5,9 +5,14 @@ runs through `edgecal.model.run_float` in numpy; the sample holds the graph inpu
 every node output, named as in the model. Only the runner's op subset is accepted
 (`edgecal.model.OPS`); a model with other ops is refused at `RunnerSource.open` with
 the op and the node named. Configuration as `edgecal.sources.model.ModelSource`.
+For `ModelSource.file_state` each tensor is observed as soon as it is computed and
+freed after its last reader, so memory holds the live tensors of a batch only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +30,13 @@ class RunnerSource(ModelSource):
 
     KIND = "runner"
 
+    def __init__(self, graph: Graph | None = None, **config: Any) -> None:
+        """``graph``: the model already read from ``config["model"]`` (by a caller that checked its ops)."""
+        super().__init__(**config)
+        self._given = graph
+
     def _load(self) -> tuple[list[ModelInput], list[str]]:
-        self.graph: Graph = load_graph(self.config["model"])
+        self.graph: Graph = self._given if self._given is not None else load_graph(self.config["model"])
         specs = [ModelInput(name, shape, np.dtype(np.float32)) for name, shape in self.graph.inputs]
         return specs, self.graph.activations()
 
@@ -36,3 +46,15 @@ class RunnerSource(ModelSource):
         except InputError as err:
             raise InputError(f"{where}: {err}") from None
         return {name: values[name] for name in self.selected}
+
+    def _observe_batch(self, feeds: dict[str, np.ndarray], where: str, observe: Callable[[str, np.ndarray], None]) -> None:
+        wanted = set(self.selected)
+
+        def selected(name: str, value: np.ndarray) -> None:
+            if name in wanted:
+                observe(name, value)
+
+        try:
+            run_float(self.graph, feeds, keep=(), observe=selected)
+        except InputError as err:
+            raise InputError(f"{where}: {err}") from None
