@@ -51,6 +51,8 @@ class Field:
     check: Check | None = None
 
     def convert(self, value: Any) -> tuple[Any, str | None]:
+        if value is None and self.default is None:  # an optional key left unset, as its filled-in default says
+            return None, None
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
