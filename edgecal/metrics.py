@@ -1,6 +1,12 @@
-"""What a table entry does to real values: SQNR of the int8 round trip, share clipped.
+"""Signal-to-quantization-noise ratio, and what a table entry does to real values.
+
+`sqnr_from_sums` is edgecal's one dB formula; `sqnr_between` applies it to a reference
+and its approximation (a model's int8 outputs, a study's quantized values), `sqnr_db`
+to the int8 round trip of a table entry.
 
 >>> import numpy as np
+>>> sqnr_between(np.array([3.0, 4.0]), np.array([3.0, 3.0])), sqnr_between(np.ones(2), np.ones(2))
+(13.979400086720377, inf)
 >>> from edgecal.table import TensorCalibration
 >>> e = TensorCalibration.symmetric("x", 1.0)
 >>> round(clipped_fraction(np.array([0.5, 1.5, -2.0, 0.0]), e), 2)
@@ -23,15 +29,28 @@ def fake_quantize(x: np.ndarray, entry: TensorCalibration) -> np.ndarray:
     return (q - entry.zero_point) * entry.scale
 
 
-def sqnr_db(x: np.ndarray, entry: TensorCalibration) -> float:
-    """10 log10(sum x^2 / sum (x - fake_quantize(x))^2) over the finite values, in dB."""
-    xf = np.asarray(x, dtype=np.float64)
-    xf = xf[np.isfinite(xf)]
-    err = float(np.sum((xf - fake_quantize(xf, entry)) ** 2))
-    signal = float(np.sum(xf * xf))
+def sqnr_from_sums(signal: float, err: float) -> float:
+    """10 log10(signal / err) in dB from sum f**2 and sum (f - approx)**2 (sums may be gathered batch by batch).
+
+    inf when the error is zero (an exact match, even of a zero signal), -inf for a zero
+    signal with error.
+    """
     if err == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / err) if signal > 0 else -math.inf
+
+
+def sqnr_between(reference: np.ndarray, approx: np.ndarray) -> float:
+    """SQNR of ``approx`` against ``reference`` in dB, summed in float64; see `sqnr_from_sums`."""
+    f = np.asarray(reference, np.float64)
+    return sqnr_from_sums(float(np.sum(f * f)), float(np.sum((f - np.asarray(approx, np.float64)) ** 2)))
+
+
+def sqnr_db(x: np.ndarray, entry: TensorCalibration) -> float:
+    """SQNR of the entry's int8 round trip (`fake_quantize`) over the finite values of ``x``, in dB."""
+    xf = np.asarray(x, dtype=np.float64)
+    xf = xf[np.isfinite(xf)]
+    return sqnr_between(xf, fake_quantize(xf, entry))
 
 
 def clipped_fraction(x: np.ndarray, entry: TensorCalibration) -> float:

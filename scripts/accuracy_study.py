@@ -43,6 +43,7 @@ import study_ocr  # noqa: E402
 
 from edgecal import Calibrator  # noqa: E402
 from edgecal.methods import DEFAULT_METHOD  # noqa: E402
+from edgecal.metrics import sqnr_between as sqnr_db  # noqa: E402
 
 EDGECAL_METHODS = list(dict.fromkeys([DEFAULT_METHOD, "kl", "minmax", "percentile", "mse", "auto"]))
 SEARCH = "search mse/percentile on the model"  # edgecal.model.ort_search: per group of tensors, the model's choice
@@ -124,12 +125,6 @@ def run_model(model: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarra
     sess = session(model)
     out = sess.get_outputs()[0].name
     return [sess.run([out], f)[0] for f in feeds]
-
-
-def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
-    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(max(signal, 1e-300) / noise)
 
 
 # -- calibration jobs (each in a forked process: time and peak RSS of that job alone) ---------

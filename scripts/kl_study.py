@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgecal import StreamingHistogram
 from edgecal.methods import get_method
 from edgecal.methods.kl_refine import density, kl_at
+from edgecal.metrics import sqnr_between
 
 DISTS = {
     "gauss": lambda r, n: r.standard_normal(n),
@@ -55,16 +56,15 @@ METHODS = [("kl", {}), ("kl-refine", {}), ("kl-onnxruntime", {"num_bins": 2048, 
 
 
 def sqnr_db(x: np.ndarray, amax: float) -> float:
+    """SQNR of the symmetric int8 round trip of ``x`` with range ``amax`` (round half to even)."""
     s = amax / 127.0
-    q = np.clip(np.rint(x / s), -127, 127) * s
-    return float(10 * np.log10(np.sum(x * x) / max(np.sum((x - q) ** 2), 1e-300)))
+    return sqnr_between(x, np.clip(np.rint(x / s), -127, 127) * s)
 
 
 def tflite_sqnr_db(x: np.ndarray, lo: float, hi: float) -> tuple[float, int]:
     s = (hi - lo) / 255.0
     zp = int(min(max(round(-128.0 - lo / s), -128), 127))
-    q = (np.clip(np.rint(x / s) + zp, -128, 127) - zp) * s
-    return float(10 * np.log10(np.sum(x * x) / max(np.sum((x - q) ** 2), 1e-300))), zp
+    return sqnr_between(x, (np.clip(np.rint(x / s) + zp, -128, 127) - zp) * s), zp
 
 
 def tflite_table(n: int) -> None:
@@ -98,7 +98,7 @@ def codebook_table(n: int) -> None:
         for objective in ("mse", "kl"):
             value, secs = timed(lambda objective=objective, h=h: get_method("codebook")(h, objective=objective), 1)
             q = lut_dequantize(lut_quantize(x, value.lut), value.lut).astype(np.float64)
-            row.append(f"{10 * np.log10(np.sum(x * x) / np.sum((x - q) ** 2)):.2f}")
+            row.append(f"{sqnr_between(x, q):.2f}")
             times.append(f"{secs * 1e3:.0f}")
         print(f"| {name} | {' | '.join(row)} | {' / '.join(times)} |")
 

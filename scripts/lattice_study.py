@@ -42,6 +42,7 @@ import edgecal
 from edgecal import Calibrator, StreamingHistogram
 from edgecal.calibrator import DEFAULT_BINS
 from edgecal.methods import kl_search
+from edgecal.metrics import sqnr_from_sums
 
 EXACT_BINS = 2048
 START_BIN = 128  # kl_search's smallest candidate (its default)
@@ -120,8 +121,7 @@ def scaled(raw: np.ndarray, target: float) -> np.ndarray:
 def sqnr_db(x64: np.ndarray, power: float, amax: float) -> float:
     step = amax / LEVELS
     err = x64 - np.clip(np.rint(x64 / step), -LEVELS, LEVELS) * step
-    e = float(np.dot(err, err))
-    return math.inf if e == 0.0 else 10.0 * math.log10(power / e)
+    return sqnr_from_sums(power, float(np.dot(err, err)))
 
 
 def study_case(x: np.ndarray) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgecal import Calibrator
 from edgecal.methods import DEFAULT_METHOD
+from edgecal.metrics import sqnr_from_sums
 
 METHODS = [DEFAULT_METHOD, "auto", "kl", "minmax", "percentile"]
 SCHEMES = ["symmetric", "tflite"]
@@ -56,7 +57,7 @@ def round_trip(x: np.ndarray, entry) -> tuple[float, float]:
         q = np.clip(np.round(v / entry.scale) + entry.zero_point, entry.qmin, entry.qmax)
         err += float(np.sum((v - (q - entry.zero_point) * entry.scale) ** 2))
         sig += float(np.sum(v * v))
-    return clipped / x.size, (math.inf if err == 0 else 10 * math.log10(sig / err))
+    return clipped / x.size, sqnr_from_sums(sig, err)
 
 
 def sweep(sizes: list[int], seeds: int) -> list[dict]:

@@ -775,3 +775,29 @@ def naive_inputs_once(runs):
                 seen.add(key)
             out.append((key, arrays))
     return out
+
+
+# -- one sqnr_db: signal-to-quantization-noise ratio, one value at a time ----------------------
+def sqnr_db(reference, approx) -> float:
+    """10 log10(sum r**2 / sum (r - a)**2); inf when there is no error, -inf for no signal with error."""
+    signal = err = 0.0
+    for r, a in zip(np.asarray(reference, np.float64).ravel().tolist(), np.asarray(approx, np.float64).ravel().tolist()):
+        signal += r * r
+        err += (r - a) * (r - a)
+    if err == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / err)
+
+
+def round_trip_sqnr_db(x, scale: float, zero_point: int, qmin: int, qmax: int) -> float:
+    """`sqnr_db` of the finite values of x against round(x / scale) half away + zp, clamped, dequantized."""
+    kept, back = [], []
+    for v in np.asarray(x, np.float64).ravel().tolist():
+        if not math.isfinite(v):
+            continue
+        q = min(max(round_half_away(Fraction(v) / Fraction(scale)) + zero_point, qmin), qmax)
+        kept.append(v)
+        back.append((q - zero_point) * scale)
+    return sqnr_db(kept, back)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InputError
+from ..metrics import sqnr_between as sqnr_db  # edgecal.model.sqnr_db: the one dB formula, for two arrays
 from ..table import CalibrationTable
 from .float_run import run_float
 from .graph import Graph
@@ -55,19 +56,6 @@ class CheckReport:
             t["sqnr_db"] = "inf" if math.isinf(t["sqnr_db"]) else t["sqnr_db"]
         d["worst"] = [t.name for t in self.worst()]
         return d
-
-
-def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
-    """10 log10(signal / error) in dB; inf for an exact match, -inf for a zero signal with error."""
-    f = np.asarray(reference, np.float64)
-    return sqnr_from_sums(float(np.sum(f * f)), float(np.sum((f - np.asarray(approx, np.float64)) ** 2)))
-
-
-def sqnr_from_sums(signal: float, err: float) -> float:
-    """`sqnr_db` from its two sums (sum f**2, sum (f - approx)**2), for sums gathered batch by batch."""
-    if err == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / err) if signal > 0 else -math.inf
 
 
 def _labels(labels: np.ndarray | None, n: int) -> np.ndarray | None:

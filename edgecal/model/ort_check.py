@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .check import sqnr_from_sums
+from ..metrics import sqnr_from_sums
 from .ort_quant import error_line, import_ort
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..calibrator import Calibrator
 from ..errors import InputError
+from ..metrics import sqnr_from_sums
 from ..table import CalibrationTable
-from .check import sqnr_from_sums
 from .ort_quant import import_ort, quantize_onnx
 
 log = logging.getLogger("edgecal")
