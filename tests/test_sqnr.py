@@ -90,6 +90,12 @@ def test_the_model_checks_use_the_one_definition():
     assert ort_check.sqnr_from_sums is ort_search.sqnr_from_sums is metrics.sqnr_from_sums
 
 
+def test_the_report_uses_the_one_definition():
+    from edgecal.report import views
+
+    assert views.sqnr_from_sums is metrics.sqnr_from_sums
+
+
 def test_the_study_scripts_compute_the_naive_formula():
     rng = np.random.default_rng(11)
     x = rng.standard_normal(3000)

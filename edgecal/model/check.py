@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import sqnr_between as sqnr_db  # edgecal.model.sqnr_db: the one dB formula, for two arrays
+from ..metrics import sqnr_from_sums  # noqa: F401  (importable from here as before)
 from ..table import CalibrationTable
 from .float_run import run_float
 from .graph import Graph

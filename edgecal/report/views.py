@@ -26,7 +26,7 @@ from ..histogram import StreamingHistogram
 from ..methods import get_method, kl_divergences, method_names
 from ..methods.auto import asymmetric_grid_error, symmetric_grid_error
 from ..methods.grid import hist_sides
-from ..model.check import sqnr_from_sums
+from ..metrics import sqnr_from_sums
 from ..table import CalibrationTable, TensorCalibration, TensorStats
 
 log = logging.getLogger("edgecal")
