@@ -778,7 +778,7 @@ def naive_inputs_once(runs):
 
 
 # -- one sqnr_db: signal-to-quantization-noise ratio, one value at a time ----------------------
-def sqnr_db(reference, approx) -> float:
+def sqnr_between_db(reference, approx) -> float:
     """10 log10(sum r**2 / sum (r - a)**2); inf when there is no error, -inf for no signal with error."""
     signal = err = 0.0
     for r, a in zip(np.asarray(reference, np.float64).ravel().tolist(), np.asarray(approx, np.float64).ravel().tolist()):
@@ -792,7 +792,7 @@ def sqnr_db(reference, approx) -> float:
 
 
 def round_trip_sqnr_db(x, scale: float, zero_point: int, qmin: int, qmax: int) -> float:
-    """`sqnr_db` of the finite values of x against round(x / scale) half away + zp, clamped, dequantized."""
+    """`sqnr_between_db` of the finite values of x against round(x / scale) half away + zp, clamped, dequantized."""
     kept, back = [], []
     for v in np.asarray(x, np.float64).ravel().tolist():
         if not math.isfinite(v):
@@ -800,4 +800,4 @@ def round_trip_sqnr_db(x, scale: float, zero_point: int, qmin: int, qmax: int) -
         q = min(max(round_half_away(Fraction(v) / Fraction(scale)) + zero_point, qmin), qmax)
         kept.append(v)
         back.append((q - zero_point) * scale)
-    return sqnr_db(kept, back)
+    return sqnr_between_db(kept, back)

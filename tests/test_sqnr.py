@@ -55,7 +55,7 @@ def test_known_answers():
 
 @pytest.mark.parametrize("case,reference,approx", CASES, ids=[c[0] for c in CASES])
 def test_sqnr_between_and_from_sums_equal_the_naive_formula(case, reference, approx):
-    want = naive.sqnr_db(reference, approx)
+    want = naive.sqnr_between_db(reference, approx)
     assert same(metrics.sqnr_between(reference, approx), want)
     r, a = np.asarray(reference, np.float64), np.asarray(approx, np.float64)
     assert same(metrics.sqnr_from_sums(float(np.sum(r * r)), float(np.sum((r - a) ** 2))), want)
@@ -102,13 +102,13 @@ def test_the_study_scripts_compute_the_naive_formula():
     kl, lattice, sweep = script("kl_study"), script("lattice_study"), script("synthetic_sweep")
     amax = 2.0
     s = amax / 127
-    want = naive.sqnr_db(x, np.clip(np.rint(x / s), -127, 127) * s)  # both scripts: round half to even
+    want = naive.sqnr_between_db(x, np.clip(np.rint(x / s), -127, 127) * s)  # both scripts: round half to even
     assert same(kl.sqnr_db(x, amax), want) and same(lattice.sqnr_db(x, float(np.dot(x, x)), amax), want)
     entry = TensorCalibration.asymmetric("t", -1.5, 3.0)
     x32 = x.astype(np.float32)
     q = np.clip(np.round(x32.astype(np.float64) / entry.scale) + entry.zero_point, entry.qmin, entry.qmax)
     _, got = sweep.round_trip(x32, entry)
-    assert same(got, naive.sqnr_db(x32, (q - entry.zero_point) * entry.scale))
+    assert same(got, naive.sqnr_between_db(x32, (q - entry.zero_point) * entry.scale))
     assert lattice.sqnr_db(np.zeros(4), 0.0, amax) == math.inf  # nothing to lose
 
 
