@@ -283,8 +283,8 @@ def approximation_line(check: dict[str, float]) -> str:
 
 
 def markdown(task: study_ocr.Task, rows: list[Row], check: dict[str, float]) -> str:
-    lines = [f"**{task.kind}**: {len(task.calib)} calibration / {len(task.held_out)} held-out inputs, "
-             f"{rows[0].tensors} activation tensors fake-quantized, weights float", "",
+    lines = [(f"**{task.kind}**: {len(task.calib)} calibration / {len(task.held_out)} held-out inputs, "
+              f"{rows[0].tensors} activation tensors fake-quantized, weights float"), "",
              f"| method | {task.metric_name} vs float | output SQNR | mean tensor SQNR | compute ms / tensor |",
              "|---|---|---|---|---|"]
     for r in rows:
