@@ -333,8 +333,8 @@ def markdown(task: study_ocr.Task, rows: list[Row], check: dict[str, float]) -> 
     for r in rows:
         lines.append(f"| {r.method} | {100 * r.metric:.2f} % | {r.sqnr:.2f} dB | {r.tensor_sqnr:.2f} dB | "
                      f"{r.ms_per_tensor:.2f} |")
-    lines += ["", *(f"{r.method}: levels of {len(r.extra['repaired'])} tensor(s) separated after scaling (edgecal refused "
-              f"them: levels met at 0): {', '.join(r.extra['repaired'])}" for r in rows if r.extra.get("repaired"))]
+    lines += [f"\n{r.method}: levels of {len(r.extra['repaired'])} tensor(s) separated after scaling (edgecal refused "
+              f"them: levels met at 0): {', '.join(r.extra['repaired'])}" for r in rows if r.extra.get("repaired")]
     if check:
         lines += ["", approximation_line(check)]
     return "\n".join(lines)
