@@ -13,7 +13,7 @@ inputs included) that replace it by its quantized value, run in ONNX Runtime:
 * ``codebook`` (objective ``mse``, Lloyd-Max, and ``kl``): x -> Clip to [lowest,
   highest level] -> fine index floor((x - lo) / fine_step) (Cast to int64) -> Gather
   from a table mapping each of 2^16 fine cells (plus one for x = hi) to the level
-  nearest the cell's centre. A decision boundary is thereby placed to within one fine
+  nearest the cell's centre (a cell holding a level maps to it). A decision boundary is thereby placed to within one fine
   cell of the exact midpoint; the study measures what that changes by comparing the
   Gather result with `edgecal.reference`'s exact LUT quantization on every tensor of
   one held-out input (the "LUT approximation" line of the output).
@@ -33,8 +33,8 @@ entry, tensors quantized exactly excluded) and the compute time per tensor
 (`Calibrator.compute` for the whole model divided by its tensor count; JIT
 compilation excluded by a warm-up on three tensors).
 
-Run: ``.venv/bin/python scripts/lut_study.py --cache .cache/study`` (about 15 minutes on
-2 busy cores) or ``--quick``. Needs the ``study`` extra (onnx, onnxruntime, Pillow).
+Run: ``.venv/bin/python scripts/lut_study.py --cache .cache/study`` (13 minutes on 2
+busy cores) or ``--quick`` (half a minute per task). Needs the ``study`` extra (onnx, onnxruntime, Pillow).
 """
 
 from __future__ import annotations
@@ -291,6 +291,7 @@ def repaired_codebook(cal: Calibrator, name: str, params: dict[str, Any]) -> Ten
 
 
 def study_task(task: study_ocr.Task, log) -> tuple[list[Row], dict[str, float]]:
+    """Calibrate once on the task's calibration inputs, then measure every method's table; (rows, LUT check)."""
     import onnx
 
     model = onnx.load(str(task.model))
