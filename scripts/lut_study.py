@@ -34,7 +34,7 @@ entry, tensors quantized exactly excluded) and the compute time per tensor
 compilation excluded by a warm-up on three tensors).
 
 Run: ``.venv/bin/python scripts/lut_study.py --cache .cache/study`` (13 minutes on 2
-busy cores) or ``--quick`` (half a minute per task). Needs the ``study`` extra (onnx, onnxruntime, Pillow).
+busy cores) or ``--quick`` (about 35 s with ``--tasks cls``). Needs the ``study`` extra (onnx, onnxruntime, Pillow).
 """
 
 from __future__ import annotations
