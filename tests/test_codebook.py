@@ -315,3 +315,15 @@ def test_check_refuses_a_codebook_table_on_onnxruntime(digits, capsys):
     assert main(["check", "--model", model, "--table", str(root / "cb4.json"), "--data", str(root / "eval.npz"),
                  "--runtime", "onnxruntime"]) == 2
     assert "has codebook (LUT) entries; check them with --runtime edgecal --data D.npz" in capsys.readouterr().err
+
+
+def test_levels_that_meet_at_zero_stay_apart_after_scaling_to_real_units():
+    """A post-ReLU float32 tensor with many zeros: the KL codebook's levels must ascend strictly in real units."""
+    from edgecal import Calibrator
+
+    x = np.maximum(np.random.default_rng(0).normal(-0.2, 1, 10**6), 0).astype(np.float32)
+    cal = Calibrator()
+    cal.observe("t", x)
+    for scheme in ("symmetric", "tflite"):
+        lut = np.array(cal.compute("codebook", scheme=scheme, objective="kl")["t"].lut)
+        assert lut.size == 256 and np.all(np.diff(lut) > 0) and 0.0 in lut

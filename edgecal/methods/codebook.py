@@ -244,12 +244,13 @@ def fit_levels(hist: StreamingHistogram, bits: int = 8, objective: str = "mse", 
     if zeros > 0:
         levels[np.argmin(np.abs(levels))] = 0.0
         levels.sort()
+    w = hist.bin_width
+    levels = levels * w  # in real units first: a gap of one float step in bin units can round to 0 when scaled
     for i in range(1, levels.size):  # levels that met (a cell emptied) are kept apart: the LUT ascends strictly
         levels[i] = max(levels[i], np.nextafter(levels[i - 1], np.inf))
-    w = hist.bin_width
     record = {"objective": objective, "start": float(start), "end": float(end), "rounds": int(rounds),
               "last_move": float(move * w), "converged": bool(rounds < max_iter)}
-    return levels * w, record
+    return levels, record
 
 
 def codebook(hist: StreamingHistogram, bits: int = 8, objective: str = "mse", max_iter: int = 2000,
