@@ -33,11 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("examples", "calibrate the bundled sample and compare methods"),
     "quantize": ("onnx", "write the int8 (QDQ) model ONNX Runtime makes with a table's ranges"),
     "stream": ("stream", "calibrate from a device on a serial link (firmware_interface)"),
-    "daemon": ("service", "run as a service: sources -> histograms -> checkpoints and tables; `daemon status` "
-               "shows its checkpoint and table"),
+    "daemon": ("service", ("run as a service: sources -> histograms -> checkpoints and tables; `daemon status` "
+                           "shows its checkpoint and table")),
     "warmup": ("service", "compile every kernel into the Numba cache (run once after installing)"),
-    "report": ("report", "an HTML page and a PNG per tensor: histograms, each method's range, clipping, SQNR, "
-               "flags (extra: report)"),
+    "report": ("report", ("an HTML page and a PNG per tensor: histograms, each method's range, clipping, SQNR, "
+                          "flags (extra: report)")),
     "ports": ("ports", "list serial ports and the boards behind their USB ids"),
 }
 
@@ -45,13 +45,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command (``command`` None), or of ``command`` alone with the others as stubs.
 
-    A stub has its name and one-line help, enough for ``edgecal --help`` and for an unknown
-    command's error; ``command`` "" builds stubs only.
+    A stub has its name and one-line help, enough for ``edgecal --help``; ``command`` "" builds
+    stubs only, and a name not in `COMMANDS` builds every parser (the error lists every command).
     """
     p = argparse.ArgumentParser(prog="edgecal", description="Streaming int8 calibration for edge devices.")
     p.add_argument("--version", action="version", version=f"edgecal {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    wanted = None if command is None else COMMANDS.get(command, ("", ""))[0]
+    wanted = COMMANDS[command][0] if command in COMMANDS else ("" if command == "" else None)
     writer = _writer() if wanted != "" else argparse.ArgumentParser(add_help=False)
     for name in dict.fromkeys(module for module, _ in COMMANDS.values()):
         if wanted is None or name == wanted:
