@@ -30,6 +30,8 @@ h. merge: peak RSS and time of `edgecal.merge.merge_state_files` over N state fi
    loading every state first and then folding (what `edgecal merge` did before).
 i-l. footprint on the device (startup, daemon memory, many tensors, threads): scripts/bench_device.py;
    ``--only startup,...`` runs just those sections.
+m-n. end to end (`edgecal calibrate` on 1 GiB of .npy; a real network's shapes beside ONNX Runtime's
+   collector): scripts/bench_e2e.py.
 
 Progress goes to stderr; the tables go to stdout.
 """
@@ -61,6 +63,7 @@ from edgecal.methods import kl_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_device import SECTIONS  # noqa: E402  (a sibling script, not a package)
+from bench_e2e import SECTIONS as E2E_SECTIONS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_INGEST_RATIO = 2.0
@@ -909,7 +912,7 @@ def _kl_section(cfg: dict) -> list[dict]:
 
 
 SECTIONS = {"ingest": (_ingest_section, lambda r: print_ingest(r["rows"], r["cfg"])), "kl": (_kl_section, print_kl),
-            "jit": (bench_jit, print_jit), **SECTIONS}
+            "jit": (bench_jit, print_jit), **SECTIONS, **E2E_SECTIONS}
 _IN_RUN = ("ingest", "kl", "jit")  # sections a-c, which run() measures itself
 
 

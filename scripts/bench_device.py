@@ -1,7 +1,7 @@
 """Benchmark sections for edgecal's footprint on a device, run by scripts/bench.py.
 
-i. startup: `edgecal --help` and an application importing the socket client, in fresh
-   processes, against `python -c "import numpy"` (the floor: both need numpy) and
+i. startup: `edgecal --help`, `edgecal calibrate --help` and an application importing the socket client, in fresh
+   processes, against `python -c "import numpy"` (the floor of anything that handles arrays) and
    `python -c "import numba"` (what every start paid when numba loaded at import).
 j. daemon memory: `edgecal daemon` with default settings and a spool source fed samples of a
    300-tensor model (1K float32 values per tensor), against the same daemon fed a one-tensor
@@ -74,6 +74,7 @@ def bench_startup(cfg: dict) -> dict:
         t, rss, out = _child(["-c", code + _HWM], repeats)
         res[key] = {"s": t, "hwm_mib": rss, "numba_loaded": json.loads(out.strip().splitlines()[-1])["numba"]}
     res["help_cli_s"] = _child(["-m", "edgecal", "--help"], repeats)[0]
+    res["calibrate_help_cli_s"] = _child(["-m", "edgecal", "calibrate", "--help"], repeats)[0]
     res["repeats"] = repeats
     return res
 
@@ -89,6 +90,9 @@ def print_startup(r: dict) -> None:
         print(f"{label:<44}{row['s']:>9.3f}{row['s'] / base:>9.2f}{row['hwm_mib']:>10.1f}"
               f"{'yes' if row['numba_loaded'] else 'no':>7}")
     print(f"`python -m edgecal --help`: {r['help_cli_s']:.3f} s ({r['help_cli_s'] / base:.2f}x import numpy)")
+    if "calibrate_help_cli_s" in r:
+        t = r["calibrate_help_cli_s"]
+        print(f"`python -m edgecal calibrate --help`: {t:.3f} s ({t / base:.2f}x import numpy)")
 
 
 _DAEMON_CONFIG = """

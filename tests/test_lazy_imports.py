@@ -48,6 +48,53 @@ def test_help_of_every_command_leaves_numba_unimported():
     assert int(helped) > 5 and numba_loaded == "False"
 
 
+TOP_HELP = """
+    import contextlib, io, sys
+    from edgecal.cli import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["--help"])
+        except SystemExit as stop:
+            assert stop.code == 0, stop.code
+    print(sorted(m for m in ("numpy", "numba") if m in sys.modules), out.getvalue().count("usage: edgecal"))
+"""
+
+
+def test_top_level_help_imports_neither_numpy_nor_numba():
+    done = run_python(TOP_HELP)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[] 1"
+
+
+def test_the_table_of_commands_matches_the_parsers_the_modules_build():
+    """`edgecal --help` lists COMMANDS without importing the modules: same names, order and help as theirs."""
+    import argparse
+
+    from edgecal.cli import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert [(a.dest, a.help) for a in sub._choices_actions] == [(n, h) for n, (_, h) in COMMANDS.items()]
+    for name, (module, _) in COMMANDS.items():
+        assert sub.choices[name].get_default("func").__module__ == f"edgecal.cli.{module}", name
+
+
+def test_a_command_parser_built_alone_is_the_one_built_with_every_command():
+    """`main` builds the parser of the command it runs only; its help and defaults are those of the full parser."""
+    import argparse
+
+    from edgecal.cli import COMMANDS, build_parser
+
+    def choices(parser: argparse.ArgumentParser) -> dict:
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    full = choices(build_parser())
+    for name in COMMANDS:
+        alone = choices(build_parser(name))[name]
+        assert alone.format_help() == full[name].format_help(), name
+        assert alone.get_default("func") is full[name].get_default("func"), name
+
+
 CLIENT = """
     import sys
     import numpy as np

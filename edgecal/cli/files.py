@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibrator import DEFAULT_BINS, Calibrator
-from ..model.graph import MissingExtraError
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError
 from ..formats import detect_format, get_format, load_table
 from ..formats.trt import disagreements
 from ..file_state import file_state

@@ -13,22 +13,25 @@ import argparse
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..calibrator import Calibrator
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError
 from ..formats import load_table
-from ..model.graph import Graph, MissingExtraError, load_graph
-from ..model.ort_quant import ACTIVATIONS, INSTALL, import_ort
 from .common import db, fmt, pct, print_rows, say, terminal_safe
 from .jsonout import emit
+
+if TYPE_CHECKING:
+    from ..model.graph import Graph
 
 RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
 
 
 def _has_onnxruntime() -> bool:
+    from ..model.ort_quant import import_ort
+
     try:
         import_ort()
     except MissingExtraError:
@@ -38,6 +41,9 @@ def _has_onnxruntime() -> bool:
 
 def pick_runtime(model: str, requested: str) -> tuple[str, Graph | None]:
     """(runtime, the model read by edgecal's runner when that is the runtime); see the module docstring."""
+    from ..model.graph import load_graph
+    from ..model.ort_quant import INSTALL
+
     if requested not in ("auto", "edgecal"):
         return requested, None
     if requested == "auto" and Path(model).suffix.lower() == ".tflite":
@@ -207,6 +213,8 @@ def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
 
 def add_quantize_options(p: argparse.ArgumentParser) -> None:
     """--activations and --per-tensor, shared by quantize and check."""
+    from ..model.ort_quant import ACTIVATIONS
+
     p.add_argument("--activations", default="s8", choices=ACTIVATIONS,
                    help="with ONNX Runtime: int8 (s8, default) or uint8 (u8) activations; weights are int8")
     p.add_argument("--per-tensor", action="store_true",
