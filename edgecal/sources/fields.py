@@ -14,7 +14,7 @@ TOML file (where `edgecal.config` adds the line number first).
 >>> checked_config("demo", fields, {"mode": "c"})
 Traceback (most recent call last):
 ...
-edgecal.config.ConfigError: source demo mode: unknown 'c'; known: a, b
+edgecal.errors.ConfigError: source demo mode: unknown 'c'; known: a, b
 """
 
 from __future__ import annotations
