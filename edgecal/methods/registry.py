@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InputError, UnknownNameError
 from ..histogram import StreamingHistogram
+from ..plugins import load_group
 
 MethodFn = Callable[..., float]
 FitFn = Callable[..., "tuple[float, float]"]
@@ -39,6 +40,9 @@ class Method:
     summary: str
     fit: FitFn | None = None
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: parameters the asymmetric scheme uses for a tensor with no negative values, unless the
+    #: caller set them (kl: 256 levels, since all of int8 then lies on [0, amax])
+    one_sign: Mapping[str, Any] = field(default_factory=dict)
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``params``; an unknown parameter or one of the wrong type is an error."""
@@ -118,28 +122,49 @@ class SignView:
 _METHODS: dict[str, Method] = {}
 
 
-def register(name: str, fit: FitFn | None = None,
-             bounds: Mapping[str, tuple[float, float]] | None = None) -> Callable[[MethodFn], MethodFn]:
+def register(name: str, fit: FitFn | None = None, bounds: Mapping[str, tuple[float, float]] | None = None,
+             one_sign: Mapping[str, Any] | None = None) -> Callable[[MethodFn], MethodFn]:
     """Decorator: register ``fn(hist, **params) -> amax`` under ``name``.
 
     ``fit(hist, **params) -> (lo, hi)``, when given, is the method's own range for
     the asymmetric scheme; it takes the same parameters as ``fn``. ``bounds`` maps a
     numeric parameter to its accepted ``(min, max)``: `Method.resolve` refuses values
     outside before any work starts (a huge level count would run for hours).
+    ``one_sign`` overrides parameters for a never-negative tensor in the asymmetric
+    scheme (see `Method.one_sign`). A module that calls this on import is a method
+    plugin as it stands: name it in the ``edgecal.methods`` entry-point group.
     """
 
     def deco(fn: MethodFn) -> MethodFn:
         sig = inspect.signature(fn)
         defaults = {k: p.default for k, p in list(sig.parameters.items())[1:]}
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}))
+        unknown = sorted(set(one_sign or {}) - set(defaults))
+        if unknown:
+            raise TypeError(f"method {name!r}: one_sign names {unknown[0]!r}, which is not a parameter")
+        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}), dict(one_sign or {}))
         return fn
 
     return deco
 
 
+def _register_plugin(name: str, obj: Any) -> None:
+    """An ``edgecal.methods`` entry point: a module that registered itself, or a method function."""
+    if inspect.ismodule(obj):
+        return
+    if not callable(obj):
+        raise TypeError(f"expected a module or a method function, found {type(obj).__name__}")
+    if name not in _METHODS:
+        register(name)(obj)
+
+
+def _plugins() -> None:
+    load_group("edgecal.methods", _register_plugin)
+
+
 def get_method(name: str) -> Method:
     """The method registered as ``name``; `UnknownNameError` lists the known ones."""
+    _plugins()
     try:
         return _METHODS[name]
     except KeyError:
@@ -148,4 +173,10 @@ def get_method(name: str) -> Method:
 
 def method_names() -> list[str]:
     """Names of every registered method."""
+    _plugins()
     return sorted(_METHODS)
+
+
+def demo_methods() -> list[str]:
+    """Every method, the default first: the columns of the demos' comparisons."""
+    return [DEFAULT_METHOD, *(m for m in method_names() if m != DEFAULT_METHOD)]
