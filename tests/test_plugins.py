@@ -97,7 +97,7 @@ def edgecal_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=folder, timeout=300)
 
 
-@pytest.mark.needs_host
+@pytest.mark.needs_host  # spawns sys.executable
 def test_a_new_method_format_and_source_are_one_module_each(tmp_path):
     write_distribution(tmp_path)
     x = np.linspace(-4.0, 8.0, 97, dtype=np.float32)
