@@ -52,8 +52,8 @@ def parse_ncnn(text: str) -> dict[str, float]:
 
 def parse_c(text: str) -> dict[str, float]:
     """The C header's name and scale arrays, by the C syntax alone."""
-    names = re.search(r"_names\[\w+\] = \{(.*?)\};", text, re.S)
-    scales = re.search(r"_scales\[\w+\] = \{(.*?)\};", text, re.S)
+    names = re.search(r"_names\[\w+\] = \{(.*?)\};", text, re.DOTALL)
+    scales = re.search(r"_scales\[\w+\] = \{(.*?)\};", text, re.DOTALL)
     assert names and scales, text
     count = int(re.search(r"#define \w+_NUM_TENSORS (\d+)", text).group(1))
     keys = re.findall(r'"((?:[^"\\]|\\.)*)"', names.group(1))

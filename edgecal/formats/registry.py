@@ -97,11 +97,11 @@ def detect_format(path: str | os.PathLike[str], head: bytes | None = None) -> Fo
         for fmt in _formats().values():
             if fmt.read is not None and fmt.sniff is not None and fmt.sniff(head):
                 return fmt
-    fmt = _by_suffix(Path(path))
-    if fmt is None:
+    found = _by_suffix(Path(path))
+    if found is None:
         known = ", ".join(f"{f.name} ({' '.join(f.suffixes)})" for f in _FORMATS.values())
         raise InputError(f"cannot tell the table format of {path}; pass a format, one of: {known}")
-    return fmt
+    return found
 
 
 def save_table(table: CalibrationTable, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:

@@ -19,6 +19,7 @@ from .activations import observe_model
 from .check import CheckReport, check_model
 from .graph import Graph, from_onnx, import_onnx
 
+
 def load_digits_model() -> Graph:
     """The bundled float digits CNN (needs the ``onnx`` extra)."""
     onnx = import_onnx()
