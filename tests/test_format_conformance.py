@@ -72,7 +72,12 @@ OPTION_EFFECTS: dict[tuple[str, str], tuple[object, OptionCheck]] = {
     ("trt", "algorithm"): ("MinMaxCalibration", lambda _d, o: o.split(b"\n")[0].endswith(b"-MinMaxCalibration")),
     ("ncnn", "skip_unsupported"): (True, lambda d, o: d == o),  # no unsupported name here: nothing left out
 }
-BAD_VALUES = {bool: "perhaps", int: "seven", float: "wide", str: 7}
+BAD_VALUES = {bool: "perhaps", int: "seven", float: "wide", str: 7}  # of the wrong kind
+# a value of the right kind that the writer refuses (an option whose kind admits no bad value: None)
+BAD_OPTION_VALUES: dict[tuple[str, str], object] = {
+    ("c", "prefix"): "1x", ("trt", "trt_version"): "8.6", ("trt", "algorithm"): "Entropy Calibration",
+    ("ncnn", "skip_unsupported"): None,
+}
 
 
 def one_line_error(read: Callable[[bytes], CalibrationTable], data: bytes) -> CalibrationTable | None:
@@ -162,6 +167,18 @@ def test_options_of_the_wrong_kind_or_unknown_are_one_line_errors(fmt):
     with pytest.raises(InputError, match=f"format '{fmt.name}' has no option 'bogus'; accepted: ") as err:
         fmt.check_options({"bogus": "1"})
     assert "\n" not in str(err.value)
+
+
+def test_bad_option_values_are_one_line_errors_before_anything_is_written(fmt, tmp_path):
+    for key in fmt.options:
+        assert (fmt.name, key) in BAD_OPTION_VALUES, f"option {key!r} of {fmt.name!r} needs an entry in BAD_OPTION_VALUES"
+        value = BAD_OPTION_VALUES[fmt.name, key]
+        if value is None:
+            continue
+        path = tmp_path / f"t{fmt.suffixes[0]}"
+        with pytest.raises(InputError, match=re.escape(repr(value)) + "|" + re.escape(str(value))) as err:
+            save_table(table(), path, format=fmt.name, **{key: value})
+        assert "\n" not in str(err.value) and not path.exists()
 
 
 def test_each_option_changes_the_output_as_documented(fmt):

@@ -15,6 +15,10 @@ The daemon runs each source in its own thread and calls, in that thread:
   more (a finite folder of model inputs), and
 * `close` at the end. `commit` and `stats` are called from the daemon's main
   thread and must be thread-safe.
+
+`edgecal.sources.memory.MemorySource` is the shortest complete source: copy it to
+write a new one. A source of another distribution registers through the
+``edgecal.sources`` entry-point group (see `edgecal.plugins`).
 """
 
 from __future__ import annotations
