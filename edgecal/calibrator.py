@@ -221,11 +221,12 @@ class Calibrator:
         chosen = list(self._hists) if names is None else list(names)
         if not chosen:
             raise InputError("no tensors observed; expected at least one observe() before compute()")
-        entries = [self._entry(name, m, resolved, scheme, "num_levels" not in params) for name in chosen]
+        one_sign = {k: v for k, v in m.one_sign.items() if k not in params}  # the caller's values win
+        entries = [self._entry(name, m, resolved, scheme, one_sign) for name in chosen]
         return CalibrationTable(entries, model_hash=self.model_hash)
 
     def _entry(self, name: str, method: Any, params: dict[str, Any], scheme: str,
-               default_levels: bool = False) -> TensorCalibration:
+               one_sign: Mapping[str, Any] | None = None) -> TensorCalibration:
         h = self.histogram(name)
         stats = self.stats(name)
         if h.finite == 0:
@@ -241,7 +242,7 @@ class Calibrator:
                 name, stats.nonfinite, h.count, h.nans, h.posinf, h.neginf,
             )
         if scheme == "tflite":
-            entry = self._asymmetric(name, h, method, params, default_levels, flags)
+            entry = self._asymmetric(name, h, method, params, one_sign or {}, flags)
         else:
             entry = self._symmetric(name, h, method, params, flags)
         return self._check_clipping(h, entry, stats)
@@ -267,7 +268,7 @@ class Calibrator:
                                            flags=tuple(flags), lut=lut)
 
     def _asymmetric(self, name: str, h: StreamingHistogram, method: Any, params: dict[str, Any],
-                    default_levels: bool, flags: list[str]) -> TensorCalibration:
+                    one_sign: Mapping[str, Any], flags: list[str]) -> TensorCalibration:
         lo_seen, hi_seen = min(h.min or 0.0, 0.0), max(h.max or 0.0, 0.0)
         lut = None
         if h.amax == 0.0:
@@ -277,8 +278,8 @@ class Calibrator:
             flags.append("constant")
             lo, hi = lo_seen, hi_seen
         else:
-            if default_levels and method.name == "kl" and lo_seen == 0.0:
-                params = {**params, "num_levels": 256}  # one sign: all 256 levels on [0, amax]
+            if one_sign and lo_seen == 0.0:
+                params = {**params, **one_sign}  # the method's parameters for a tensor of one sign
             lo, hi = method.fit_range(h, **params)
             params = traced_params(params, lo=lo, hi=hi)
             lut = getattr(hi, "lut", None) or getattr(lo, "lut", None)

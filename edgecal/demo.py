@@ -4,7 +4,7 @@ The sample (`edgecal/data/demo_activations.npz`, made by scripts/make_demo_data.
 holds four tensors of different character. Each is streamed into a `Calibrator`
 one batch row at a time, exactly as live activations would arrive; the table of the
 default method is written in every format, and every method's threshold, clipping and SQNR are
-reported side by side.
+reported side by side: every registered method (plugins included), the default first.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from .calibrator import Calibrator
 from .packagedata import load_npz
 from .formats import format_names, get_format
 from .methods import DEFAULT_METHOD
+from .methods.registry import demo_methods
 from .metrics import clipped_fraction, sqnr_db
 from .table import CalibrationTable
-
-METHODS = (DEFAULT_METHOD, "kl", "minmax", "percentile")
-
 
 def load_sample() -> dict[str, np.ndarray]:
     """The bundled activations, by tensor name."""
@@ -44,6 +42,7 @@ class DemoRow:
 
 @dataclass(frozen=True)
 class DemoReport:
+    methods: tuple[str, ...]
     rows: list[DemoRow]
     written: dict[str, Path]
     table: CalibrationTable
@@ -56,7 +55,8 @@ def run_demo(out_dir: Path) -> DemoReport:
     for name, batch in sample.items():
         for row in batch:  # one sample at a time, as a live source delivers them
             cal.observe(name, row)
-    tables = {m: cal.compute(m) for m in METHODS}
+    methods = tuple(demo_methods())
+    tables = {m: cal.compute(m) for m in methods}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for fmt in format_names():
@@ -65,7 +65,7 @@ def run_demo(out_dir: Path) -> DemoReport:
         written[fmt] = path
     rows = []
     for name, x in sample.items():
-        entries = {m: tables[m][name] for m in METHODS}
+        entries = {m: tables[m][name] for m in methods}
         rows.append(
             DemoRow(
                 name=name,
@@ -77,4 +77,4 @@ def run_demo(out_dir: Path) -> DemoReport:
                 flags=entries[DEFAULT_METHOD].flags,
             )
         )
-    return DemoReport(rows, written, tables[DEFAULT_METHOD])
+    return DemoReport(methods, rows, written, tables[DEFAULT_METHOD])

@@ -49,9 +49,27 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str = "file") -
         if size > limit:
             raise InputError(f"cannot read {what} {path}: {size} bytes; expected at most {limit}")
         try:
-            data = fh.read(limit + 1)
+            data = _read_upto(fh, size, limit)
         except OSError as err:
             raise InputError(f"cannot read {what} {path}: {err.strerror or err}") from err
     if len(data) > limit:
         raise InputError(f"cannot read {what} {path}: more than {limit} bytes; expected at most {limit}")
     return data
+
+
+def _read_upto(fh: IO[bytes], size: int, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes, asking for the ``size`` fstat gave and then 1 MiB at a time.
+
+    ``fh.read(limit + 1)`` would allocate the whole limit (1 GiB for a state) up front: a
+    board with little memory or strict overcommit fails there, for a file of a few kB.
+    """
+    data = bytearray()
+    want = size + 1  # one more: a file that grew since fstat is read on, up to the limit
+    while len(data) <= limit:
+        asked = min(want, limit + 1 - len(data))
+        chunk = fh.read(asked)
+        data += chunk
+        if len(chunk) < asked:  # a short read of a regular file: its end
+            break
+        want = 1 << 20
+    return bytes(data)

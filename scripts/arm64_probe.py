@@ -91,6 +91,7 @@ def fingerprint() -> None:
 
     from edgecal import Calibrator
     from edgecal import reference as ref
+    from edgecal.methods import method_names
 
     logging.getLogger("edgecal").setLevel(logging.ERROR)  # the non-finite values are on purpose
     data = dict(np.load(os.path.join(os.path.dirname(__file__), "..", "edgecal", "data", "demo_activations.npz")))
@@ -103,7 +104,7 @@ def fingerprint() -> None:
         for name in cal.names():
             digest = hashlib.sha256(cal.histogram(name).to_bytes()).hexdigest()[:16]
             print(f"bins={bins} {name} histogram {digest}")
-        for method in ("kl", "minmax", "percentile", "mse"):
+        for method in method_names():
             for scheme in ("symmetric", "tflite"):
                 for name, e in cal.compute(method, scheme=scheme).items():
                     print(f"bins={bins} {name} {method} {scheme} amax={float(e.amax).hex()} "

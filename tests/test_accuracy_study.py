@@ -31,6 +31,7 @@ def study(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # spawns sys.executable
 def test_the_quick_study_measures_every_model_beside_the_peers(study):
     results, printed = study
     assert set(results) == {"machine", "det", "rec", "cls"} and "ONNX Runtime" in results.pop("machine")
@@ -45,6 +46,7 @@ def test_the_quick_study_measures_every_model_beside_the_peers(study):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # spawns sys.executable
 def test_the_default_keeps_every_real_model_working(study):
     """Small sets are noisy, so the bounds are loose; the full study (README) holds the 0.5-point comparison."""
     results, _ = study

@@ -74,6 +74,7 @@ def test_a_missing_or_non_folder_parent_is_one_line(tmp_path):
         atomic_write(tmp_path / "file" / "t.json", b"data")
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_a_write_killed_midway_leaves_a_temp_file_the_next_write_removes(tmp_path):
     path = tmp_path / "state.ecst"
     killed = ("import os, signal, sys\n"
@@ -93,6 +94,7 @@ def test_a_write_killed_midway_leaves_a_temp_file_the_next_write_removes(tmp_pat
     assert sorted(os.listdir(tmp_path)) == sorted([mine.name, user.name, "state.ecst"])
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_a_temp_file_of_a_live_writer_is_left_alone(tmp_path):
     path = tmp_path / "t.json"
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

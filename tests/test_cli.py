@@ -242,6 +242,7 @@ def test_merge_of_states_with_different_bins_fails(tmp_path, capsys):
 
 
 # -- as installed ---------------------------------------------------------------------------------
+@pytest.mark.needs_host  # spawns sys.executable
 def test_console_script_and_module_entry_points():
     exe = Path(sys.executable).with_name("edgecal")
     for cmd in ([str(exe), "--version"], [sys.executable, "-m", "edgecal", "--version"]):
@@ -249,6 +250,7 @@ def test_console_script_and_module_entry_points():
         assert done.returncode == 0 and done.stdout.strip() == f"edgecal {__version__}"
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_demo_writes_every_format_and_reports_each_method(tmp_path):
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "edgecal", "demo", "--out", str(out)], capture_output=True, text=True, timeout=300)
@@ -265,6 +267,7 @@ def test_demo_writes_every_format_and_reports_each_method(tmp_path):
     assert set(table) == {"conv1_relu", "fc1", "attn_scores", "logits"}
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_output_piped_into_a_reader_that_stops_is_not_an_error(tmp_path):
     cmd = f"'{sys.executable}' -m edgecal demo --out '{tmp_path / 'd'}' | head -n 1"
     done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=300)

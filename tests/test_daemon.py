@@ -124,6 +124,7 @@ def spool_empty(spool: Path) -> bool:
     return not [p for p in spool.iterdir() if p.suffix == ".npz" and not p.name.startswith(".")]
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_ready_watchdog_status_table_and_clean_stop(tmp_path):
     cfg = write_config(tmp_path)
     notify = Notifications(tmp_path / "notify")
@@ -148,6 +149,7 @@ def test_ready_watchdog_status_table_and_clean_stop(tmp_path):
     assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 12
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_sigusr1_emits_and_sighup_reloads_keeping_histograms(tmp_path):
     cfg = write_config(tmp_path, method="kl")
     notify = Notifications(tmp_path / "notify")
@@ -195,6 +197,7 @@ BAD_RELOADS = [
 ]
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_sighup_with_a_type_wrong_config_keeps_the_old_one_and_says_why_in_one_line(tmp_path):
     cfg = write_config(tmp_path)
     good = cfg.read_text()
@@ -227,6 +230,7 @@ def test_sighup_with_a_type_wrong_config_keeps_the_old_one_and_says_why_in_one_l
     assert Calibrator.load_state(tmp_path / "state.ecst").samples("conv") == 2 * len(BAD_RELOADS)
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_every_samples_writes_tables_and_exhausted_sources_stop_the_daemon(tmp_path):
     cfg = write_config(tmp_path, every=3, drain=True)
     rng = np.random.default_rng(2)
@@ -239,6 +243,7 @@ def test_every_samples_writes_tables_and_exhausted_sources_stop_the_daemon(tmp_p
     assert table.provenance["daemon"]["tables"] >= 2  # after 3 and 6 samples, then on stop
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_kill_9_at_a_random_moment_loses_nothing_from_a_spool(tmp_path):
     cfg = write_config(tmp_path, interval=0.1)
     rng = np.random.default_rng(3)
@@ -286,6 +291,7 @@ def test_kill_9_at_a_random_moment_loses_nothing_from_a_spool(tmp_path):
          r"line 15: \[\[source\]\] #1: source runner: give exactly one of inputs or entry_point"),
     ],
 )
+@pytest.mark.needs_host  # spawns sys.executable
 def test_bad_config_is_one_error_naming_key_and_line_before_anything_starts(tmp_path, edit, message):
     cfg = write_config(tmp_path)
     cfg.write_text(edit(cfg.read_text()))
@@ -298,6 +304,7 @@ def test_bad_config_is_one_error_naming_key_and_line_before_anything_starts(tmp_
     assert not (tmp_path / "state.ecst").exists() and not (tmp_path / "table.json").exists()
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_missing_state_folder_is_a_config_error(tmp_path):
     cfg = write_config(tmp_path)
     cfg.write_text(cfg.read_text().replace(str(tmp_path / "state.ecst"), str(tmp_path / "nope" / "s.ecst")))
@@ -358,6 +365,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     assert load_checkpoint(path, 16, "m").names() == [] and "unusable" in caplog.text
 
 
+@pytest.mark.needs_host  # runs systemd-analyze of the host
 def test_systemd_units_verify(tmp_path):
     analyze = "/usr/bin/systemd-analyze"
     if not os.path.exists(analyze):
@@ -431,6 +439,7 @@ def test_a_checkpoint_with_a_counter_of_2_63_falls_back_to_the_previous_one(tmp_
     assert load_checkpoint(path, 16, "m").names() == []  # neither is usable: a fresh start, not a crash
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_the_daemon_starts_from_prev_when_the_checkpoint_holds_a_counter_of_2_63(tmp_path):
     cfg = write_config(tmp_path, drain=True)
     cfg.write_text(cfg.read_text().replace("[state]", "[calibrator]\nbins = 16\n\n[state]"))

@@ -49,6 +49,7 @@ def test_a_reload_with_an_out_of_bounds_parameter_keeps_the_running_params(tmp_p
     assert len(refused) == 1 and "num_levels" in refused[0] and "\n" not in refused[0]
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_edgecal_daemon_refuses_a_billion_kl_levels_at_once(tmp_path):
     cfg = with_params(tmp_path, "{num_levels = 1000000000}")
     started = time.monotonic()

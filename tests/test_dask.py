@@ -161,6 +161,7 @@ class InlineClient:
 @given(plan=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(-40, 40), st.sampled_from(["a", "b", "ab", "ba"])),
                      min_size=1, max_size=9),
        shards=st.integers(1, 5))
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_the_tree_of_file_states_is_the_left_fold_of_one_machine(tmp_path_factory, plan, shards):
     folder = tmp_path_factory.mktemp("plan")
     files = []
@@ -222,6 +223,7 @@ def _on_dask(tmp_path: Path, address: str, inputs, out: str, *extra) -> tuple[by
 @pytest.mark.parametrize("out, extra", [("t.json", ()), ("t.ecal", ()), ("t.cache", ()), ("t.h", ()),
                                         ("t.json", ("-m", "percentile", "--scheme", "tflite")),
                                         ("t.ecal", ("-m", "mse"))])
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_cli_on_dask_writes_the_single_machine_table_and_state(cluster, acts, tmp_path, capsys, out, extra):
     single = _single(tmp_path, [acts], out, *extra)
     assert _on_dask(tmp_path, cluster[0], [acts], out, *extra) == single
@@ -230,6 +232,7 @@ def test_cli_on_dask_writes_the_single_machine_table_and_state(cluster, acts, tm
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_shards_on_dask_write_the_single_machine_state(cluster, acts, big, tmp_path):
     inputs = [big, acts / "batch1.npz", acts / "conv1"]
     single = _single(tmp_path, inputs, "t.json")
@@ -237,6 +240,7 @@ def test_shards_on_dask_write_the_single_machine_state(cluster, acts, big, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_resuming_a_state_on_dask_adds_only_new_files(cluster, acts, tmp_path, capsys):
     folder, both = tmp_path / "grow", tmp_path / "both"
     for i in range(3):
@@ -255,6 +259,7 @@ def test_resuming_a_state_on_dask_adds_only_new_files(cluster, acts, tmp_path, c
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_python_api_returns_the_single_machine_state_and_table(cluster, acts, big):
     from edgecal.dask import calibrate_files
 
@@ -279,6 +284,7 @@ def _damaged_npz(path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_a_bad_file_on_a_worker_is_one_line_naming_it(cluster, acts, tmp_path, capsys):
     bad = _damaged_npz(tmp_path / "bad.npz")
     table, state = tmp_path / "t.json", tmp_path / "s.ecst"
@@ -343,6 +349,7 @@ def test_a_bad_file_on_a_local_cluster_prints_one_line_and_nothing_from_the_work
 
 
 @pytest.mark.slow
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_relative_paths_name_tensors_on_workers_as_on_one_machine(cluster, acts, tmp_path, monkeypatch):
     """The worker processes run elsewhere (their own folder): numbered files still take their folder's name."""
     monkeypatch.chdir(acts / "conv1")
@@ -352,6 +359,7 @@ def test_relative_paths_name_tensors_on_workers_as_on_one_machine(cluster, acts,
     assert Calibrator.from_bytes(single[1]).names() == ["conv1"]
 
 
+@pytest.mark.needs_host  # LocalCluster starts worker processes (sys.executable)
 def test_calibrate_files_refuses_a_bad_method_parameter_or_scheme_before_any_task(acts):
     from edgecal.dask import calibrate_files
 

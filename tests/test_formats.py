@@ -348,6 +348,7 @@ def run_c(tmp_path: Path, source: str, *args: str, headers: dict[str, bytes] | N
     return run.stdout.decode()
 
 
+@pytest.mark.needs_host  # compiles C with the host gcc
 def test_a_c_parser_written_from_the_docstring_reads_the_golden_ecal(tmp_path):
     out = run_c(tmp_path, C_ECAL_PARSER, str(GOLDEN / "table.ecal")).splitlines()
     expected_flags = {"data": 0, "stage 2/conv: relu:0": 0, "größe_出力": 4, "zeros": 1, "input_1:0": 4 | 8}
@@ -824,6 +825,7 @@ int main(void) {
 """
 
 
+@pytest.mark.needs_host  # compiles C with the host gcc
 def test_c_header_compiles_and_holds_the_table(tmp_path):
     second = table_of(*SECOND)
     headers = {"table.h": (GOLDEN / "table.h").read_bytes(), "second.h": cheader.write_c(second, prefix="second")}

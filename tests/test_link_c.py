@@ -9,7 +9,8 @@ import pytest
 
 from edgecal.link.build import ROOT, WARNINGS, build, compiler
 
-pytestmark = pytest.mark.skipif(compiler() is None, reason="needs gcc (Debian package gcc) to build firmware_interface")
+pytestmark = [pytest.mark.skipif(compiler() is None, reason="needs gcc (Debian package gcc) to build firmware_interface"),
+              pytest.mark.needs_host]  # builds and runs C programs with the host gcc
 VECTORS = ROOT / "vectors" / "frames.txt"
 
 

@@ -63,6 +63,7 @@ def test_sample_id_distance_follows_the_serial_vectors():
         assert id_distance(int(a), int(b)) == int(dist), name
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_vector_file_is_what_make_vectors_writes():
     done = subprocess.run([sys.executable, str(FI / "vectors" / "make_vectors.py"), "--check"], capture_output=True,
                           text=True)

@@ -23,7 +23,8 @@ from edgecal.link.build import build, compiler
 
 from link_helpers import NAMES, Device, entries, read_truth, reference, wait_for
 
-pytestmark = pytest.mark.skipif(compiler() is None, reason="needs gcc to build the example device")
+pytestmark = [pytest.mark.skipif(compiler() is None, reason="needs gcc to build the example device"),
+              pytest.mark.needs_host]  # builds and runs C programs with the host gcc
 
 
 @pytest.fixture

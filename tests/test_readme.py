@@ -18,6 +18,7 @@ def test_the_readme_has_python_blocks():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.needs_host  # spawns sys.executable
 def test_readme_python_block_runs_verbatim(index, tmp_path):
     done = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)

@@ -18,6 +18,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from edgecal import reference as ref
 
+# needs_host: tflite-micro has no aarch64 wheel, onnxruntime's crashes at import under qemu-user
+pytestmark = pytest.mark.needs_host
+
 MIN_OUTPUTS = 1_000_000
 
 

@@ -487,6 +487,7 @@ def chromium_dom(page: Path, profile: Path) -> str:
 
 @needs_mpl
 @pytest.mark.parametrize("kind", ["state", "table"])
+@pytest.mark.needs_host  # runs the host's Chromium
 def test_chromium_shows_every_section_and_image_and_fetches_nothing_remote(state, table, tmp_path, capsys, kind):
     source, names = (state, NAMES) if kind == "state" else (table, ["a", "b", "c", "d", ODD])
     assert report([source], tmp_path / "r", capsys)[0] == 0
@@ -502,6 +503,7 @@ def test_chromium_shows_every_section_and_image_and_fetches_nothing_remote(state
 
 
 @needs_mpl
+@pytest.mark.needs_host  # runs the host's Chromium
 def test_chromium_check_sees_a_broken_image(state, tmp_path, capsys):
     assert report([state], tmp_path / "r", capsys)[0] == 0
     images = Page((tmp_path / "r" / "index.html").read_text(encoding="utf-8")).images

@@ -8,8 +8,8 @@ from edgecal.config import REQUIRED, ConfigError, Field, many, parse_config
 from edgecal.errors import UnknownNameError
 from edgecal.sources import Source, source_class, source_kinds
 
-KINDS = ["litert", "onnxruntime", "runner", "serial", "socket", "spool"]
-MINIMAL = {"spool": {"path": "/spool"}, "socket": {"path": "/run/edgecal.sock"}, "serial": {"url": "loop://"},
+KINDS = ["litert", "memory", "onnxruntime", "runner", "serial", "socket", "spool"]
+MINIMAL = {"memory": {}, "spool": {"path": "/spool"}, "socket": {"path": "/run/edgecal.sock"}, "serial": {"url": "loop://"},
            "onnxruntime": {"model": "m.onnx", "inputs": "in"}, "litert": {"model": "m.tflite", "inputs": "in"},
            "runner": {"model": "m.onnx", "entry_point": "app.feed:batches"}}
 
@@ -19,8 +19,8 @@ def test_every_kind_is_registered_and_unknown_kinds_list_them():
     assert all(issubclass(source_class(k), Source) and source_class(k).KIND == k for k in KINDS)
     with pytest.raises(UnknownNameError, match="unknown source kind 'kafka'; known source kinds: " + ", ".join(KINDS)):
         source_class("kafka")
-    assert {k: source_class(k).LIVE for k in KINDS} == {"litert": False, "onnxruntime": False, "runner": False,
-                                                         "serial": True, "socket": True, "spool": False}
+    assert {k: source_class(k).LIVE for k in KINDS} == {"litert": False, "memory": False, "onnxruntime": False,
+                                                         "runner": False, "serial": True, "socket": True, "spool": False}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -75,6 +75,7 @@ def test_onnxruntime_and_the_runner_give_the_same_tensors_of_the_digits_cnn(tmp_
 
 @ort_only
 @litert_only
+@pytest.mark.needs_host  # LiteRT's interpreter crashes (SIGSEGV) under qemu-user
 def test_onnxruntime_litert_and_the_runner_match_numpy_on_the_same_model(tmp_path):
     x = np.random.default_rng(7).standard_normal((2, 4)).astype(np.float32) * 3
     (tmp_path / "in").mkdir()
@@ -91,6 +92,7 @@ def test_onnxruntime_litert_and_the_runner_match_numpy_on_the_same_model(tmp_pat
 
 
 @litert_only
+@pytest.mark.needs_host  # LiteRT's interpreter crashes (SIGSEGV) under qemu-user
 def test_litert_resizes_to_the_batch_and_selects_a_subset(tmp_path):
     path = source_models.tflite_model(tmp_path / "fc.tflite", batch=1)
     x = np.linspace(-2, 2, 20, dtype=np.float32).reshape(5, 4)
@@ -297,6 +299,7 @@ def test_missing_optional_packages_name_their_extra(tmp_path, monkeypatch):
 
 
 @litert_only
+@pytest.mark.needs_host  # LiteRT's interpreter crashes (SIGSEGV) under qemu-user
 def test_a_file_that_is_not_a_model_is_named(tmp_path):
     (tmp_path / "in").mkdir()
     np.save(tmp_path / "in" / "x.npy", np.zeros((1, 4), np.float32))

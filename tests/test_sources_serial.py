@@ -15,7 +15,8 @@ from edgecal.sources import SerialLinkSource, SourceError, SourceExhausted
 
 from link_helpers import NAMES, Device, dump, read_truth
 
-pytestmark = pytest.mark.skipif(compiler() is None, reason="needs gcc to build the example device")
+pytestmark = [pytest.mark.skipif(compiler() is None, reason="needs gcc to build the example device"),
+              pytest.mark.needs_host]  # builds and runs C programs with the host gcc
 
 
 @pytest.fixture

@@ -65,6 +65,7 @@ def collect(src: SocketSource, count: int, timeout: float = 20.0) -> list:
     return out
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_samples_pushed_by_two_processes_arrive_intact(listening):
     src = listening()
     path = src.path
@@ -173,6 +174,7 @@ def test_a_client_over_a_cap_or_out_of_order_is_closed_and_others_carry_on(liste
     assert list(collect(src, 1)[0].arrays) == ["ok"]
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_a_new_table_changes_shapes_between_samples(listening):
     src = listening()
     with SocketClient(src.path) as client:
@@ -225,6 +227,7 @@ def test_a_removed_socket_file_is_a_source_error_and_open_listens_again(listenin
     assert src.stats()["reopens"] == 1
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_pushing_never_raises_for_a_missing_or_stalled_daemon(tmp_path):
     assert push_sample(str(tmp_path / "nobody.sock"), {"x": np.ones(2)}) is False
     stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -252,6 +255,7 @@ def test_arrays_that_cannot_be_sent_raise_value_error(tmp_path, arrays, message)
         push_sample(str(tmp_path / "nobody.sock"), arrays)
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_silent_clients_are_closed_after_idle_timeout_and_the_pushes_behind_them_arrive(listening, caplog):
     src = listening(max_clients=4, idle_timeout=0.5)
     silent = [raw_client(src.path) for _ in range(4)]  # they connect and never send: every slot taken
@@ -282,6 +286,7 @@ def test_a_connection_that_sends_is_not_idle(listening):
         assert src.stats()["clients_idle_closed"] == 0 and src.stats()["clients_active"] == 1
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_a_persistent_client_closed_for_idleness_connects_again_on_its_next_push(listening):
     src = listening(idle_timeout=0.3)
     with SocketClient(src.path, timeout=5) as client:

@@ -150,3 +150,16 @@ def test_ecal_metadata_that_breaks_the_parser_is_one_line():
     data = body + struct.pack("<I", zlib.crc32(body))
     with pytest.raises(StateError, match=r".ecal metadata is nested too deeply"):
         read_ecal(data)
+
+
+def test_reading_a_small_file_allocates_its_size_not_the_limit(tmp_path):
+    from edgecal.regular_file import read_regular
+
+    (tmp_path / "small").write_bytes(b"x" * 300)
+    tracemalloc.start()
+    try:
+        assert read_regular(tmp_path / "small", 1 << 30) == b"x" * 300
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # a buffer of the 1 GiB limit was asked for before

@@ -7,12 +7,15 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=600, env={**os.environ, **env})
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_warmup_writes_the_cache_and_a_second_process_loads_it(tmp_path):
     cache = tmp_path / "numba"
     first = subprocess.run([sys.executable, "-m", "edgecal", "warmup"], capture_output=True, text=True, timeout=600,
@@ -40,6 +43,7 @@ def test_warmup_writes_the_cache_and_a_second_process_loads_it(tmp_path):
     assert lookups > 0 and hits == lookups
 
 
+@pytest.mark.needs_host  # spawns sys.executable
 def test_unusable_cache_gives_one_warning_and_in_memory_jit(tmp_path):
     # Numba raises at decoration when no cache location is writable (read-only root file
     # system, no HOME). Tests run as root, which can write anywhere, so the failure is

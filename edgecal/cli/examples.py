@@ -16,9 +16,10 @@ from .onnx import add_quantize_options
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import METHODS, run_demo
+    from ..demo import run_demo
 
     report = run_demo(Path(args.out))
+    METHODS = report.methods  # every registered method, the default first
     print("edgecal demo: bundled activations streamed one sample at a time, thresholds per method\n")
     rows = [("tensor", "values", *[f"amax {m}" for m in METHODS], f"scale {METHODS[0]}", f"clipped {METHODS[0]}",
              *[f"SQNR {m}" for m in METHODS])]

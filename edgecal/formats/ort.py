@@ -145,6 +145,8 @@ def read_ort(data: bytes) -> CalibrationTable:
     """Decode an ONNX Runtime ``TrtTable`` FlatBuffer; `StateError` on damage that breaks its structure."""
     data = bytes(data)
     root = _u(data, "<I", 0, "root offset")
+    if root < 4:  # it points past itself; an all-zero file must not read as an empty table
+        raise StateError(f"ORT calibration table: root offset is {root}; expected at least 4")
     vector = _field(data, root, 0, "dict")
     if vector is None:  # a TrtTable without a dict: no tensors
         return CalibrationTable([])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..atomic import atomic_write
 from ..errors import InputError, StateError, UnknownNameError
+from ..plugins import load_group
 from ..regular_file import read_regular
 from ..typed_value import typed_value
 
@@ -53,11 +55,28 @@ _FORMATS: dict[str, Format] = {}
 
 
 def register_format(fmt: Format) -> Format:
+    """Make ``fmt`` available by its name; a module calling this on import is a format plugin as it stands."""
     _FORMATS[fmt.name] = fmt
     return fmt
 
 
+def _register_plugin(name: str, obj: Any) -> None:
+    """An ``edgecal.formats`` entry point: a module that registered itself, or a `Format`."""
+    if isinstance(obj, Format):
+        register_format(obj)
+    elif not inspect.ismodule(obj):
+        raise TypeError(f"expected a module or an edgecal.formats.Format, found {type(obj).__name__}")
+
+
+def _formats() -> dict[str, Format]:
+    """Every registered format, the plugins' loaded on first use."""
+    load_group("edgecal.formats", _register_plugin)
+    return _FORMATS
+
+
 def get_format(name: str) -> Format:
+    """The format registered as ``name``; `UnknownNameError` lists the known ones."""
+    _formats()
     try:
         return _FORMATS[name]
     except KeyError:
@@ -65,12 +84,13 @@ def get_format(name: str) -> Format:
 
 
 def format_names() -> list[str]:
-    return sorted(_FORMATS)
+    """Names of every registered format."""
+    return sorted(_formats())
 
 
 def _by_suffix(path: Path) -> Format | None:
     suffix = path.suffix.lower()
-    for fmt in _FORMATS.values():
+    for fmt in _formats().values():
         if suffix in fmt.suffixes:
             return fmt
     return None
@@ -79,14 +99,14 @@ def _by_suffix(path: Path) -> Format | None:
 def detect_format(path: str | os.PathLike[str], head: bytes | None = None) -> Format:
     """The format of ``path``: by its content when ``head`` is given, else by suffix."""
     if head is not None:
-        for fmt in _FORMATS.values():
+        for fmt in _formats().values():
             if fmt.read is not None and fmt.sniff is not None and fmt.sniff(head):
                 return fmt
-    fmt = _by_suffix(Path(path))
-    if fmt is None:
+    found = _by_suffix(Path(path))
+    if found is None:
         known = ", ".join(f"{f.name} ({' '.join(f.suffixes)})" for f in _FORMATS.values())
         raise InputError(f"cannot tell the table format of {path}; pass a format, one of: {known}")
-    return fmt
+    return found
 
 
 def save_table(table: CalibrationTable, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:

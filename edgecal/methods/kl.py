@@ -238,7 +238,7 @@ def kl_search(counts: object, num_levels: int = 128, start_bin: int = 128) -> in
     return int(_kl_search(arr, levels, start, _STRIDE)[0])
 
 
-@register("kl", bounds={"num_levels": (1, 1 << 16), "start_bin": (1, 1 << 24)})
+@register("kl", bounds={"num_levels": (1, 1 << 16), "start_bin": (1, 1 << 24)}, one_sign={"num_levels": 256})
 def kl(hist: StreamingHistogram, num_levels: int = 128, start_bin: int = 128) -> float:
     """Minimise KL divergence between the |x| histogram and its int8 image (TensorRT entropy).
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InputError, UnknownNameError
 from ..histogram import StreamingHistogram
+from ..plugins import load_group
 
 MethodFn = Callable[..., float]
 FitFn = Callable[..., "tuple[float, float]"]
@@ -40,6 +41,9 @@ class Method:
     fit: FitFn | None = None
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     auto_candidate: bool = True  # `auto` tries it when no method list is given
+    #: parameters the asymmetric scheme uses for a tensor with no negative values, unless the
+    #: caller set them (kl: 256 levels, since all of int8 then lies on [0, amax])
+    one_sign: Mapping[str, Any] = field(default_factory=dict)
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``params``; an unknown parameter or one of the wrong type is an error."""
@@ -159,7 +163,7 @@ _METHODS: dict[str, Method] = {}
 
 
 def register(name: str, fit: FitFn | None = None, bounds: Mapping[str, tuple[float, float]] | None = None,
-             auto_candidate: bool = True) -> Callable[[MethodFn], MethodFn]:
+             auto_candidate: bool = True, one_sign: Mapping[str, Any] | None = None) -> Callable[[MethodFn], MethodFn]:
     """Decorator: register ``fn(hist, **params) -> amax`` under ``name``.
 
     ``fit(hist, **params) -> (lo, hi)``, when given, is the method's own range for
@@ -169,20 +173,42 @@ def register(name: str, fit: FitFn | None = None, bounds: Mapping[str, tuple[flo
     ``auto_candidate=False`` keeps the method out of `auto`'s default list (slow
     methods, tool-compatibility modes and codebooks, which `auto`'s uniform-grid
     error cannot judge); `auto` still tries it when named in its ``methods``.
+    ``one_sign`` overrides parameters for a never-negative tensor in the asymmetric
+    scheme (see `Method.one_sign`). A module that calls this on import is a method
+    plugin as it stands: name it in the ``edgecal.methods`` entry-point group.
     """
 
     def deco(fn: MethodFn) -> MethodFn:
         sig = inspect.signature(fn)
         defaults = {k: p.default for k, p in list(sig.parameters.items())[1:]}
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}), auto_candidate)
+        unknown = sorted(set(one_sign or {}) - set(defaults))
+        if unknown:
+            raise TypeError(f"method {name!r}: one_sign names {unknown[0]!r}, which is not a parameter")
+        _METHODS[name] = Method(name, fn, defaults, summary, fit, dict(bounds or {}), auto_candidate,
+                                dict(one_sign or {}))
         return fn
 
     return deco
 
 
+def _register_plugin(name: str, obj: Any) -> None:
+    """An ``edgecal.methods`` entry point: a module that registered itself, or a method function."""
+    if inspect.ismodule(obj):
+        return
+    if not callable(obj):
+        raise TypeError(f"expected a module or a method function, found {type(obj).__name__}")
+    if name not in _METHODS:
+        register(name)(obj)
+
+
+def _plugins() -> None:
+    load_group("edgecal.methods", _register_plugin)
+
+
 def get_method(name: str) -> Method:
     """The method registered as ``name``; `UnknownNameError` lists the known ones."""
+    _plugins()
     try:
         return _METHODS[name]
     except KeyError:
@@ -191,4 +217,15 @@ def get_method(name: str) -> Method:
 
 def method_names() -> list[str]:
     """Names of every registered method."""
+    _plugins()
     return sorted(_METHODS)
+
+
+def demo_methods() -> list[str]:
+    """The default first, then every other quick uniform grid `auto` chooses among: the demos' columns.
+
+    `auto` itself and the methods registered with ``auto_candidate=False`` (slow ones,
+    tool-compatibility modes, codebooks) stay out of the side-by-side demos.
+    """
+    return [DEFAULT_METHOD, *(m for m in method_names()
+                              if m not in (DEFAULT_METHOD, "auto") and get_method(m).auto_candidate)]

@@ -13,13 +13,11 @@ from importlib import resources
 import numpy as np
 
 from ..calibrator import Calibrator
-from ..methods import DEFAULT_METHOD
+from ..methods.registry import demo_methods
 from ..packagedata import load_npz
 from .activations import observe_model
 from .check import CheckReport, check_model
 from .graph import Graph, from_onnx, import_onnx
-
-DEMO_METHODS = (DEFAULT_METHOD, "kl", "minmax", "percentile")
 
 
 def load_digits_model() -> Graph:
@@ -44,13 +42,14 @@ class DigitsDemo:
     eval_samples: int
 
 
-def run_digits_demo(methods: tuple[str, ...] = DEMO_METHODS, scheme: str = "tflite",
+def run_digits_demo(methods: tuple[str, ...] | None = None, scheme: str = "tflite",
                     rounding: str = "tflite") -> DigitsDemo:
-    """Calibrate the digits CNN from its own activations and check each method's table."""
+    """Calibrate the digits CNN from its own activations and check each method's table (default: every method)."""
     graph, split = load_digits_model(), load_digits_split()
     cal = Calibrator(model_hash=graph.model_hash)
     for image in split["calib_x"]:  # one sample at a time, as a live source delivers them
         observe_model(cal, graph, {"image": image[None]})
     feeds = {"image": split["eval_x"]}
-    reports = {m: check_model(graph, cal.compute(m, scheme=scheme), feeds, split["eval_y"], rounding) for m in methods}
+    reports = {m: check_model(graph, cal.compute(m, scheme=scheme), feeds, split["eval_y"], rounding)
+               for m in (methods or demo_methods())}
     return DigitsDemo(reports, scheme, int(split["calib_x"].shape[0]), int(split["eval_x"].shape[0]))

@@ -15,11 +15,16 @@ The daemon runs each source in its own thread and calls, in that thread:
   more (a finite folder of model inputs), and
 * `close` at the end. `commit` and `stats` are called from the daemon's main
   thread and must be thread-safe.
+
+`edgecal.sources.memory.MemorySource` is the shortest complete source: copy it to
+write a new one. A source of another distribution registers through the
+``edgecal.sources`` entry-point group (see `edgecal.plugins`).
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,6 +33,7 @@ import numpy as np
 
 from ..config import Field
 from ..errors import SourceError, SourceExhausted, UnknownNameError  # noqa: F401  (the first two: re-exported)
+from ..plugins import load_group
 
 
 @dataclass
@@ -89,15 +95,33 @@ _SOURCES: dict[str, type[Source]] = {}
 
 
 def register_source(cls: type[Source]) -> type[Source]:
-    """Class decorator: make ``cls`` available as ``kind = "<cls.KIND>"``."""
+    """Class decorator: make ``cls`` available as ``kind = "<cls.KIND>"``.
+
+    A module that applies it on import is a source plugin as it stands: name it in
+    the ``edgecal.sources`` entry-point group (see `edgecal.plugins`).
+    """
     if not cls.KIND:
         raise TypeError(f"{cls.__name__} has no KIND")
     _SOURCES[cls.KIND] = cls
     return cls
 
 
+def _register_plugin(name: str, obj: Any) -> None:
+    """An ``edgecal.sources`` entry point: a module that registered itself, or a `Source` subclass."""
+    if isinstance(obj, type) and issubclass(obj, Source):
+        register_source(obj)
+    elif not inspect.ismodule(obj):
+        raise TypeError(f"expected a module or an edgecal.sources.Source subclass, found {type(obj).__name__}")
+
+
+def _sources() -> dict[str, type[Source]]:
+    load_group("edgecal.sources", _register_plugin)
+    return _SOURCES
+
+
 def source_class(kind: str) -> type[Source]:
     """The source registered as ``kind``; `UnknownNameError` lists the known kinds."""
+    _sources()
     try:
         return _SOURCES[kind]
     except KeyError:
@@ -105,7 +129,8 @@ def source_class(kind: str) -> type[Source]:
 
 
 def source_kinds() -> list[str]:
-    return sorted(_SOURCES)
+    """Kinds of every registered source."""
+    return sorted(_sources())
 
 
 SourceFactory = Callable[..., Source]

@@ -1,0 +1,27 @@
+"""scripts/test-nojit runs the kernel tests with NUMBA_DISABLE_JIT=1: check that the kernels really are plain Python then.
+
+Without this, a Numba that ignored the variable (or a kernel decorator that bypassed it) would let that
+run test the compiled kernels a second time while claiming to test their Python bodies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numba.core.registry
+
+from edgecal.histogram import _fill, _fold
+from edgecal.link.cobs import _decode_blocks
+from edgecal.methods.kl import _kl_search
+
+KERNELS = (_fill, _fold, _decode_blocks, _kl_search)
+
+
+def test_kernels_are_compiled_exactly_when_the_jit_is_on():
+    jit_off = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
+    for kernel in KERNELS:
+        compiled = isinstance(kernel, numba.core.registry.CPUDispatcher)
+        assert compiled != jit_off, (kernel, jit_off)
+        if jit_off:
+            assert inspect.isfunction(getattr(kernel, "py_func", kernel)), kernel
