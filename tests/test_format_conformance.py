@@ -71,12 +71,15 @@ OPTION_EFFECTS: dict[tuple[str, str], tuple[object, OptionCheck]] = {
     ("trt", "trt_version"): ("100300", lambda _d, o: o.startswith(b"TRT-100300-")),
     ("trt", "algorithm"): ("MinMaxCalibration", lambda _d, o: o.split(b"\n")[0].endswith(b"-MinMaxCalibration")),
     ("ncnn", "skip_unsupported"): (True, lambda d, o: d == o),  # no unsupported name here: nothing left out
+    # lines renamed after the layer reading each tensor; a tensor no layer reads (fc_out) is left out
+    ("ncnn", "param"): (str(Path(__file__).parent / "golden" / "conformance.param"),
+                        lambda d, o: o.split(b"\n")[:2] == [b"conv_a 169.333328", b"fc_b 21.166666"] and b"fc_out" not in o),
 }
 BAD_VALUES = {bool: "perhaps", int: "seven", float: "wide", str: 7}  # of the wrong kind
 # a value of the right kind that the writer refuses (an option whose kind admits no bad value: None)
 BAD_OPTION_VALUES: dict[tuple[str, str], object] = {
     ("c", "prefix"): "1x", ("trt", "trt_version"): "8.6", ("trt", "algorithm"): "Entropy Calibration",
-    ("ncnn", "skip_unsupported"): None,
+    ("ncnn", "skip_unsupported"): None, ("ncnn", "param"): "/nonexistent/model.param",
 }
 
 
