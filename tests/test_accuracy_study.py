@@ -59,3 +59,20 @@ def test_the_default_keeps_every_real_model_working(study):
             assert default["metric"][act] >= best - 0.05, (name, act, default["metric"], best)
     cls = {r["method"]: r for r in results["cls"]["rows"]}
     assert cls["edgecal kl"]["metric"]["s8"] < cls[f"edgecal {DEFAULT_METHOD}"]["metric"]["s8"] - 0.2  # the recipe's failure
+
+
+def test_combine_averages_each_method_over_draws_and_measures_the_default_against_the_best():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import accuracy_study
+
+    def draw(seed, default, other):
+        rows = [{"method": f"edgecal {DEFAULT_METHOD}", "metric": {"s8": default, "u8": default}, "sqnr": {"s8": 10.0, "u8": 12.0}},
+                {"method": "ORT MinMax", "metric": {"s8": other, "u8": other}, "sqnr": {"s8": 11.0, "u8": 11.0}}]
+        return {"machine": "m", "seed": seed, "det": {"kind": "det model", "metric": "box F1", "rows": rows}}
+
+    text = accuracy_study.combine([draw(0, 0.90, 0.80), draw(1, 0.70, 0.84)])
+    assert "2 draws (seeds 0, 1)" in text
+    assert f"| edgecal {DEFAULT_METHOD} | 80.0 [70.0 - 90.0] % | 80.0 [70.0 - 90.0] % | 10.0 / 12.0 dB |" in text
+    assert "| ORT MinMax | 82.0 [80.0 - 84.0] % |" in text
+    assert "S8S8: default 80.00 %, best other 82.00 % (ORT MinMax): -2.00 pt; output SQNR 10.00 dB, best other 11.00 dB (ORT MinMax): -1.00 dB" in text
+    assert "U8S8: default 80.00 %, best other 82.00 % (ORT MinMax): -2.00 pt; output SQNR 12.00 dB, best other 11.00 dB (ORT MinMax): +1.00 dB" in text
