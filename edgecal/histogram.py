@@ -49,11 +49,11 @@ _PER_THREAD = 1 << 18  # values each thread of `update(threads=...)` gets at lea
 
 # The kernels take float32 and float64; other real dtypes are converted chunk-wise
 # (exactly: every integer up to 2**24 is a float32, up to 2**53 a float64).
-_CONVERT = {
+_CONVERT: dict[np.dtype, np.dtype] = {
     **{np.dtype(t): np.dtype(np.float32) for t in ("float16", "bool", "int8", "uint8", "int16", "uint16")},
     **{np.dtype(t): np.dtype(np.float64) for t in ("int32", "uint32", "int64", "uint64")},
 }
-_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+_NATIVE: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_bins(bins: object) -> int:
@@ -420,7 +420,7 @@ def _chunks(arr: np.ndarray, dtype: np.dtype):
     Element order is irrelevant to a histogram, so the iteration follows memory order
     and no copy of the whole array is ever made.
     """
-    it = np.nditer(
+    it = np.nditer(  # type: ignore[call-overload]  # numpy's stubs lack the one-operand list forms
         arr, flags=["external_loop", "buffered", "zerosize_ok"], op_flags=[["readonly"]],
         op_dtypes=[dtype], casting="unsafe", order="K", buffersize=_CHUNK,
     )

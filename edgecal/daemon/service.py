@@ -88,7 +88,8 @@ class Daemon:
     def run(self) -> int:
         """Serve until stopped; returns the exit code (0)."""
         handlers = {signal.SIGHUP: "reload", signal.SIGUSR1: "emit"}
-        previous = {sig: signal.signal(sig, lambda signum, _f: self.flags[handlers[signum]].set()) for sig in handlers}
+        previous = {sig: signal.signal(sig, lambda signum, _f: self.flags[handlers[signal.Signals(signum)]].set())
+                    for sig in handlers}
         try:
             with stop_on_signals(self.flags["stop"]):
                 return self._serve()

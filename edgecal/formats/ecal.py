@@ -225,7 +225,8 @@ def write_ecal(table: CalibrationTable) -> bytes:
     InputError
         If an entry does not fit the format (see Limits above); the message names the tensor.
     """
-    meta = {"created": table.created, "edgecal_version": table.edgecal_version, "model_hash": table.model_hash}
+    meta: dict[str, Any] = {"created": table.created, "edgecal_version": table.edgecal_version,
+                            "model_hash": table.model_hash}
     if table.provenance:  # optional key: tables without provenance encode exactly as before
         meta["provenance"] = table.provenance
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
@@ -271,7 +272,7 @@ def _decode_entry(data: bytes, start: int, end: int, index: int) -> tuple[Tensor
             f".ecal entry {index}: length {length} is less than its fields ({tail_at + _TAIL.size - start} bytes)"
         )
     _need(start, length, end, f"entry {index}")
-    *counts, lo, hi, scale, jlen = _TAIL.unpack_from(data, tail_at)
+    samples, count, zeros, nans, posinf, neginf, lo, hi, scale, jlen = _TAIL.unpack_from(data, tail_at)
     if tail_at + _TAIL.size + jlen > start + length:
         raise StateError(f".ecal entry {index}: method JSON of {jlen} bytes overruns the entry length {length}")
     dtypes, schemes = {v: k for k, v in DTYPE_CODES.items()}, {v: k for k, v in SCHEME_CODES.items()}
@@ -285,7 +286,8 @@ def _decode_entry(data: bytes, start: int, end: int, index: int) -> tuple[Tensor
         info = load_json(data[json_at : json_at + jlen], f".ecal entry {index} is malformed: method")
         method, params = info["method"], info["params"]
         flags = _decode_flags(bits, index)
-        stats = TensorStats(*counts, None if math.isnan(lo) else lo, None if math.isnan(hi) else hi)
+        stats = TensorStats(samples, count, zeros, nans, posinf, neginf, None if math.isnan(lo) else lo,
+                            None if math.isnan(hi) else hi)
         lut = _decode_lut(data, json_at + jlen, start + length, index)
         entry = TensorCalibration(name, amax, scale, zero_point, dtypes[dcode], schemes[scode],
                                   method, params, stats, flags, lut)  # fmt: skip

@@ -84,7 +84,7 @@ def write_ort(table: CalibrationTable) -> bytes:
     n = len(pairs)
     tables_at = len(_HEAD) + 4 + 4 * n
     strings_at = tables_at + 12 * n
-    vector, tables, strings = [struct.pack("<I", n)], [], []
+    vector, tables, strings = [struct.pack("<I", n)], [], []  # type: list[bytes], list[bytes], list[bytes]
     for j, (key, value) in enumerate(pairs):
         here = tables_at + 12 * j
         vector.append(struct.pack("<I", here - (len(_HEAD) + 4 + 4 * j)))

@@ -59,7 +59,7 @@ def _prepare(arrays: Mapping[str, Any]) -> list[_Tensor]:
             raise ValueError(f"tensor {name!r}: shape {a.shape}; expected at least one element and at most "
                              f"{MAX_RANK} dimensions")
         a = np.ascontiguousarray(a, dtype=wire)
-        out.append(_Tensor(name, CODES[wire], tuple(a.shape), memoryview(a).cast("B")))
+        out.append(_Tensor(name, CODES[wire], tuple(a.shape), a.data.cast("B")))
     return out
 
 
