@@ -232,6 +232,7 @@ def _run_quant_nodes(table: CalibrationTable, values: dict[str, np.ndarray]) -> 
         outs.append(helper.make_tensor_value_info(f"out{i}", onnx.TensorProto.FLOAT, None))
     model = helper.make_model(helper.make_graph(nodes, "lut", ins, outs, inits),
                               opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what opset 13 needs; older ONNX Runtimes refuse the newest IR
     sess = session(model)
     return sess.run(None, {f"in{i}": v for i, v in enumerate(values.values())})
 

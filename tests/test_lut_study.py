@@ -32,7 +32,9 @@ def tiny_model() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [64])],
                               [numpy_helper.from_array(np.array(GAIN), "gain")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what opset 13 needs; newer onnx writes a newer IR than older ONNX Runtimes read
+    return model
 
 
 def simulate(x: np.ndarray, quant) -> np.ndarray:
