@@ -18,10 +18,6 @@ inputs included) that replace it by its quantized value, run in ONNX Runtime:
   Gather result with `edgecal.reference`'s exact LUT quantization on every tensor of
   one held-out input (the "LUT approximation" line of the output).
 
-A codebook whose levels edgecal's table refuses (several levels fitted at exactly 0:
-see `repaired_codebook`) is used with those levels separated after scaling; the
-output names such tensors.
-
 Weights stay float in every row: this isolates the activation quantization. The
 rows of ``accuracy_study.py`` use int8 weights through ONNX Runtime's QDQ quantizer,
 so the two studies' tables are not comparable row to row.
@@ -43,7 +39,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +51,6 @@ import accuracy_study  # noqa: E402
 import study_ocr  # noqa: E402
 
 from edgecal import CalibrationTable, Calibrator, TensorCalibration  # noqa: E402
-from edgecal.errors import InputError  # noqa: E402
-from edgecal.methods.codebook import fit_levels  # noqa: E402
 from edgecal.reference import lut_dequantize, lut_quantize  # noqa: E402
 
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -79,7 +73,6 @@ class Row:
     tensor_sqnr: float = float("nan")  # mean round-trip SQNR over the tensors, dB
     ms_per_tensor: float = float("nan")
     tensors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- graph surgery -----------------------------------------------------------------------------
@@ -249,46 +242,12 @@ def tensor_sqnr(table: CalibrationTable, probe: list[dict[str, np.ndarray]]) -> 
     return float(np.mean(finite)) if finite else float("inf")
 
 
-def timed_table(cal: Calibrator, method: str, params: dict[str, Any]) -> tuple[CalibrationTable, float, list[str]]:
-    """(table, ms per tensor, tensors repaired by `repaired_codebook`); a warm-up on three tensors first (JIT)."""
-    try:
-        cal.compute(method, names=cal.names()[:3], scheme="tflite", **params)
-        t0 = time.perf_counter()
-        table, repaired = cal.compute(method, scheme="tflite", **params), []
-    except InputError:
-        if method != "codebook":
-            raise
-        t0 = time.perf_counter()
-        table, repaired = codebook_per_tensor(cal, params)
-    return table, 1000 * (time.perf_counter() - t0) / len(table), repaired
-
-
-def codebook_per_tensor(cal: Calibrator, params: dict[str, Any]) -> tuple[CalibrationTable, list[str]]:
-    """The codebook table tensor by tensor; a tensor whose entry edgecal refuses gets `repaired_codebook`."""
-    entries, repaired = [], []
-    for name in cal.names():
-        try:
-            entries.append(cal.compute("codebook", names=[name], scheme="tflite", **params)[name])
-        except InputError:
-            entries.append(repaired_codebook(cal, name, params))
-            repaired.append(name)
-    return CalibrationTable(entries), repaired
-
-
-def repaired_codebook(cal: Calibrator, name: str, params: dict[str, Any]) -> TensorCalibration:
-    """The fitted levels made strictly ascending in real units.
-
-    `edgecal.methods.codebook.fit_levels` separates levels that met by one float64
-    step in bin units, before scaling by the bin width: several levels that met at 0
-    (a tensor with many exact zeros, KL objective) are then denormals that the scaling
-    rounds back to 0, and the table refuses the repeated levels. Separating them after
-    the scaling keeps the fitted codebook (the extra levels stay, unusably, at 0).
-    """
-    levels, _ = fit_levels(cal.histogram(name), objective=params.get("objective", "mse"))
-    for i in range(1, levels.size):
-        levels[i] = max(levels[i], np.nextafter(levels[i - 1], np.inf))
-    return TensorCalibration.asymmetric(name, min(levels[0], 0.0), max(levels[-1], 0.0), method="codebook",
-                                        lut=tuple(float(v) for v in levels))
+def timed_table(cal: Calibrator, method: str, params: dict[str, Any]) -> tuple[CalibrationTable, float]:
+    """(table, ms per tensor); a warm-up on three tensors first (JIT)."""
+    cal.compute(method, names=cal.names()[:3], scheme="tflite", **params)
+    t0 = time.perf_counter()
+    table = cal.compute(method, scheme="tflite", **params)
+    return table, 1000 * (time.perf_counter() - t0) / len(table)
 
 
 def study_task(task: study_ocr.Task, log) -> tuple[list[Row], dict[str, float]]:
@@ -303,17 +262,14 @@ def study_task(task: study_ocr.Task, log) -> tuple[list[Row], dict[str, float]]:
         cal.observe_many(values)
     rows, check = [], {}
     for label, (method, params) in METHODS.items():
-        table, ms, repaired = timed_table(cal, method, params)
-        if repaired:
-            log(f"  {label}: edgecal refused the levels of {len(repaired)} tensor(s) (levels met at 0), "
-                f"repaired: {', '.join(repaired)}")
+        table, ms = timed_table(cal, method, params)
         if label == "codebook (mse)":
             check = lut_agreement(table, probe[0])
             log("  " + approximation_line(check))
         got = run(fake_quantize(model, table), task.held_out)
         row = Row(label, task.metric(reference, got),
                   float(np.mean([accuracy_study.sqnr_db(r, g) for r, g in zip(reference, got)])),
-                  tensor_sqnr(table, probe), ms, len(table), {"repaired": repaired})
+                  tensor_sqnr(table, probe), ms, len(table))
         log(f"  {label:<15} {task.metric_name} {100 * row.metric:.2f} %  output SQNR {row.sqnr:.2f} dB  "
             f"tensor SQNR {row.tensor_sqnr:.2f} dB  {row.ms_per_tensor:.2f} ms/tensor")
         rows.append(row)
@@ -335,8 +291,6 @@ def markdown(task: study_ocr.Task, rows: list[Row], check: dict[str, float]) -> 
     for r in rows:
         lines.append(f"| {r.method} | {100 * r.metric:.2f} % | {r.sqnr:.2f} dB | {r.tensor_sqnr:.2f} dB | "
                      f"{r.ms_per_tensor:.2f} |")
-    lines += [f"\n{r.method}: levels of {len(r.extra['repaired'])} tensor(s) separated after scaling (edgecal refused "
-              f"them: levels met at 0): {', '.join(r.extra['repaired'])}" for r in rows if r.extra.get("repaired")]
     if check:
         lines += ["", approximation_line(check)]
     return "\n".join(lines)
