@@ -8,10 +8,12 @@ silently miscount them.
 Numba itself is imported only when a kernel first runs, not when a module that
 defines kernels is imported: ``edgecal --help``, table readers and the socket client
 an application embeds then start in a fraction of the time and memory (importing
-numba costs ~0.1-2 s and ~60 MB). Until then `kernel` returns a small stand-in; its
-first call imports numba, makes every pending kernel a Numba dispatcher and puts the
-dispatchers into the modules that hold the stand-ins, so kernels that call kernels
-compile as before and later calls go straight to Numba.
+numba costs ~0.1-2 s and ~60 MB). `kernel` returns a small stand-in; its first call
+imports numba and makes a Numba dispatcher of that kernel alone, and of the kernels it
+calls, which it binds in the caller's globals first, so kernels that call kernels compile
+as before. Each dispatcher is then bound wherever edgecal's modules hold its stand-in, so
+later calls go straight to Numba. A command pays for the few kernels it runs, not for
+all sixty (each dispatcher with a cache costs a few ms and ~80 KB).
 
 The first process after installing compiles every kernel it uses (seconds on a
 small board) and stores them; `on_cold_compile` lets the command line say so once,
@@ -30,6 +32,7 @@ import logging
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -39,11 +42,15 @@ JIT_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True}
 
 _warned: list[str] = []
 _pending: list[LazyKernel] = []
-_lock = threading.Lock()
+_lock = threading.RLock()
+_made: list[LazyKernel] = []  # dispatchers made since the stand-ins were last replaced
+_ROOT = __name__.partition(".")[0]
 _ready = False
 _cold_callbacks: list[Callable[[], None]] = []
 _listener: Any = None
-_fire_lock = threading.Lock()
+_fire_lock = threading.RLock()
+_made: list[LazyKernel] = []  # dispatchers made since the stand-ins were last replaced
+_ROOT = __name__.partition(".")[0]
 
 
 class LazyKernel:
@@ -56,7 +63,7 @@ class LazyKernel:
 
     def __call__(self, *args: Any) -> Any:
         if self.dispatcher is None:
-            compile_pending()
+            materialise(self)
         return self.dispatcher(*args)
 
 
@@ -73,40 +80,87 @@ def _njit(fn: Callable[..., Any]) -> Any:
         return numba.njit(**{**JIT_OPTIONS, "cache": False})(fn)
 
 
+def _names(code: types.CodeType) -> set[str]:
+    """Every global or attribute name ``code`` and the functions nested in it refer to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _bind_callees(fn: Callable[..., Any]) -> None:
+    """Make dispatchers of the kernels ``fn`` calls and bind them where ``fn`` looks them up.
+
+    Numba resolves a kernel's globals (``k(...)`` or ``module.k(...)``) when it compiles,
+    and needs a dispatcher there, not a stand-in.
+    """
+    names, scope = _names(fn.__code__), fn.__globals__
+    for name in names:
+        value = scope.get(name)
+        if isinstance(value, LazyKernel):
+            scope[name] = _dispatcher(value)
+        elif isinstance(value, types.ModuleType) and value.__name__.partition(".")[0] == _ROOT:
+            for attr in names:
+                inner = vars(value).get(attr)
+                if isinstance(inner, LazyKernel):
+                    setattr(value, attr, _dispatcher(inner))
+
+
+def _dispatcher(stand_in: LazyKernel) -> Any:
+    """The stand-in's dispatcher, made (with its callees') when missing. Call with ``_lock`` held."""
+    global _ready
+    if stand_in.dispatcher is None:
+        _bind_callees(stand_in.py_func)
+        stand_in.dispatcher = _njit(stand_in.py_func)
+        _made.append(stand_in)
+        _ready = True
+    return stand_in.dispatcher
+
+
 def _replace_stand_ins() -> None:
-    """Put each dispatcher where its stand-in is bound in edgecal's modules (Numba resolves globals there)."""
-    root = __name__.partition(".")[0]
+    """Put each new dispatcher where its stand-in is bound in edgecal's modules."""
+    made = {id(k) for k in _made}
+    _made.clear()
     for name, module in list(sys.modules.items()):
-        if module is None or not (name == root or name.startswith(root + ".")):
+        if module is None or not (name == _ROOT or name.startswith(_ROOT + ".")):
             continue
         for attr, value in list(vars(module).items()):
-            if isinstance(value, LazyKernel) and value.dispatcher is not None:
+            if id(value) in made and isinstance(value, LazyKernel):
                 setattr(module, attr, value.dispatcher)
 
 
+def materialise(stand_in: LazyKernel) -> Any:
+    """Import numba and make ``stand_in``'s dispatcher (compiled on its first call); returns it."""
+    with _lock:
+        dispatcher = _dispatcher(stand_in)
+        if _made:
+            _replace_stand_ins()
+    _listen()
+    return dispatcher
+
+
 def compile_pending() -> None:
-    """Import numba and turn every kernel defined so far into a Numba dispatcher (compiled on its first call)."""
+    """Import numba and make a Numba dispatcher of every kernel defined so far (a test or warm-up's use)."""
+    import numba  # noqa: F401  (imported even when no kernel is pending)
+
     global _ready
     with _lock:
-        if _ready and not _pending:
-            return
-        while _pending:
-            stand_in = _pending.pop()
-            stand_in.dispatcher = _njit(stand_in.py_func)
+        for stand_in in list(_pending):
+            _dispatcher(stand_in)
+        _pending.clear()
         _replace_stand_ins()
         _ready = True
     _listen()
 
 
 def numba_loaded() -> bool:
-    """True once a kernel has run in this process (numba imported, every kernel a Numba dispatcher)."""
+    """True once a kernel has run in this process (numba imported)."""
     return _ready
 
 
 def kernel(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` with edgecal's Numba options (cached when a cache is writable), numba imported on first use."""
-    if _ready:
-        return _njit(fn)
     stand_in = LazyKernel(fn)
     with _lock:
         _pending.append(stand_in)

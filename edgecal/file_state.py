@@ -36,7 +36,7 @@ def file_state(path: str | os.PathLike[str], key: str, bins: int) -> Calibrator:
     """Every array of one file in a fresh calibrator (so a bad file leaves no trace), ``key`` recorded as consumed."""
     part = Calibrator(bins)
     for array in arrays_in(path, numbered_by_folder=True):
-        part.observe_chunks(array.name, array.chunks())
+        part.observe_chunks(array.name, array.chunks(reuse=True))
     part.consumed.add(key)
     return part
 
@@ -60,7 +60,7 @@ def shard_histograms(path: str | os.PathLike[str], shard: int, shards: int, bins
     for array in arrays_in(path, numbered_by_folder=True):
         hist = StreamingHistogram(bins)
         start, stop = shard_bounds(array, shard, shards)
-        for chunk in array.chunks(start=start, stop=stop):
+        for chunk in array.chunks(start=start, stop=stop, reuse=True):
             hist.update(chunk)
         out.append((array.name, hist))
     return out

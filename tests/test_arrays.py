@@ -158,3 +158,36 @@ def test_a_zip64_end_record_is_read_and_its_entry_count_checked(tmp_path, monkey
     monkeypatch.setattr(arrays, "MAX_MEMBERS", 4)
     with pytest.raises(InputError, match=r"z64.npz: archive directory of 5 entries"):
         arrays_in(path)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4", "<f8", ">i2"])
+@pytest.mark.parametrize("container", ["npy", "npz", "npz-deflated"])
+def test_chunks_read_into_one_buffer_give_the_same_values_as_fresh_chunks(tmp_path, dtype, container):
+    values = np.random.default_rng(3).normal(0, 50, 1001).astype(dtype)
+    path = tmp_path / f"x.{container[:3]}"
+    {"npy": np.save, "npz": np.savez, "npz-deflated": np.savez_compressed}[container](
+        path, **({} if container == "npy" else {"x": values})) if container != "npy" else np.save(path, values)
+    (array,) = arrays_in(path)
+    for start, stop, chunk_bytes in ((0, None, 1 << 20), (0, None, 24), (13, 977, 40), (500, 500, 8)):
+        fresh = [c.copy() for c in array.chunks(chunk_bytes, start, stop)]
+        reused = [c.copy() for c in array.chunks(chunk_bytes, start, stop, reuse=True)]  # copied before the next
+        assert [c.tolist() for c in reused] == [c.tolist() for c in fresh]
+        assert np.concatenate(reused or [np.zeros(0)]).tolist() == values[start:stop].astype(float).tolist()
+    assert array.read().tolist() == values.tolist()
+
+
+def test_a_reused_buffer_is_refilled_so_a_chunk_is_valid_until_the_next(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(12, dtype=np.float32))
+    (array,) = arrays_in(tmp_path / "x.npy")
+    chunks = array.chunks(chunk_bytes=16, reuse=True)
+    first = next(chunks)
+    assert first.tolist() == [0, 1, 2, 3]
+    assert next(chunks).tolist() == [4, 5, 6, 7] and first.tolist() == [4, 5, 6, 7]  # one buffer, refilled
+
+
+def test_a_truncated_file_read_into_a_buffer_is_one_line(tmp_path):
+    path = tmp_path / "t.npy"
+    np.save(path, np.arange(1000, dtype=np.float32))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(InputError, match=r"t.npy: truncated, found 3990 bytes of data, expected 4000"):
+        Calibrator(64).observe_chunks("t", next(iter(arrays_in(path))).chunks(chunk_bytes=1000, reuse=True))
