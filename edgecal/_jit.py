@@ -48,9 +48,7 @@ _ROOT = __name__.partition(".")[0]
 _ready = False
 _cold_callbacks: list[Callable[[], None]] = []
 _listener: Any = None
-_fire_lock = threading.RLock()
-_made: list[LazyKernel] = []  # dispatchers made since the stand-ins were last replaced
-_ROOT = __name__.partition(".")[0]
+_fire_lock = threading.Lock()
 
 
 class LazyKernel:
