@@ -14,28 +14,41 @@ True
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .calibrator import DEFAULT_BINS, Calibrator
-from .methods import method_names
+from .methods import get_method, method_names
 from .table import SCHEMES
 
 
-def warm_kernels(bins: int = DEFAULT_BINS) -> list[str]:
-    """The calibration path: histogram fill/fold for float32 and float64, every method."""
+def warm_kernels(bins: int = DEFAULT_BINS, methods: Sequence[str] | None = None) -> list[str]:
+    """The calibration path: histogram fill/fold for float32 and float64, and ``methods`` (default: every one).
+
+    Each method's kernels loaded from the cache cost memory (about 7 MB for all of them), so
+    the daemon warms only the method it is configured with (``auto`` runs, and so warms, its
+    candidates); a method named later by a reload loads when first used.
+    """
+    chosen = method_names() if methods is None else [get_method(m).name for m in methods]
     cal = Calibrator(bins)
     rng = np.random.default_rng(0)
     cal.observe("f32", rng.standard_normal(64).astype(np.float32))
     cal.observe("f32", np.array([1e3], np.float32))  # grows the range: the fold kernel
     cal.observe("f64", np.maximum(rng.standard_normal(64), 0.0))
-    for method in method_names():
-        for scheme in SCHEMES:
-            cal.compute(method, scheme=scheme)
-    return ["histogram float32", "histogram float64", "histogram fold", *(f"method {m}" for m in method_names())]
+    quiet = logging.getLogger("edgecal")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # a tiny warm-up sample makes some methods warn about clipping; not the user's data
+    try:
+        for method in chosen:
+            for scheme in SCHEMES:
+                cal.compute(method, scheme=scheme)
+    finally:
+        quiet.setLevel(level)
+    return ["histogram float32", "histogram float64", "histogram fold", *(f"method {m}" for m in chosen)]
 
 
 def _warm_link() -> list[str]:

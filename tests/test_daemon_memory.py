@@ -130,3 +130,13 @@ def test_an_unpublished_channel_is_exhausted_at_once():
     src.open()
     with pytest.raises(SourceExhausted, match="all 0 samples"):
         src.read(0.0)
+
+
+@pytest.mark.parametrize("method", ["mse", "minmax"])
+def test_the_daemon_warms_the_kernels_of_its_own_method_only(tmp_path, monkeypatch, method):
+    import edgecal.warmup as warmup
+
+    calls, real = [], warmup.warm_kernels
+    monkeypatch.setattr(warmup, "warm_kernels", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    run_daemon(tmp_path, {"warm-" + method: samples(5, 2)}, method=method, bins=512)
+    assert calls == [((512, [method]), {})]

@@ -62,3 +62,21 @@ def test_unusable_cache_gives_one_warning_and_in_memory_jit(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("Numba cache unavailable") == 1 and "NUMBA_CACHE_DIR" in done.stderr
     assert "histogram float32" in done.stdout
+
+
+def test_warm_kernels_takes_the_methods_to_warm_and_keeps_its_sample_out_of_the_log(caplog):
+    import logging
+
+    from edgecal.errors import UnknownNameError
+    from edgecal.methods import method_names
+    from edgecal.warmup import warm_kernels
+
+    assert warm_kernels(256, ["minmax"])[3:] == ["method minmax"]
+    level = logging.getLogger("edgecal").level
+    with caplog.at_level(logging.WARNING, logger="edgecal"):
+        names = warm_kernels(256)
+    assert names[3:] == [f"method {m}" for m in method_names()]
+    assert [r.getMessage() for r in caplog.records] == []  # kl-refine etc. warn about the tiny sample without this
+    assert logging.getLogger("edgecal").level == level
+    with pytest.raises(UnknownNameError, match="nosuch"):
+        warm_kernels(256, ["nosuch"])

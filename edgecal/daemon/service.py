@@ -101,7 +101,7 @@ class Daemon:
         try:
             from ..warmup import warm_kernels
 
-            warm_kernels()
+            warm_kernels(self.settings.calibrator.bins, [self.settings.output.method])
             self._start_sources()
             self.notifier.send(ready=True, status="ready")
             log.info("edgecal daemon ready: %d sources, state %s", len(self.runners), self.settings.state.path)
