@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, StateError
+from .names import DEFAULT_BINS
 from .lattice_kernels import _fill, _fill_blocks, _fold, _max_finite_abs
 
 _LANE_MAX = (1 << 32) - 1  # what a uint32 bin holds; tests lower it to reach the spill path with little data
@@ -68,9 +69,6 @@ def min_exponent(log2_bins: int) -> int:
     return log2_bins - 1022
 
 
-# One default for a histogram alone and for every Calibrator: scripts/lattice_study.py found 8192 the
-# smallest lattice whose KL tables match exact-range ones, and the counters cost 64 KiB per tensor there.
-DEFAULT_BINS = 8192
 
 
 class StreamingHistogram:

@@ -42,6 +42,11 @@ def load_group(group: str, register: Callable[[str, Any], None]) -> None:
             _load_one(group, ep, register)
 
 
+def entry_point_names(group: str) -> list[str]:
+    """Names of the entry points of ``group``, sorted, without loading them (for help texts)."""
+    return [ep.name for ep in _entry_points(group)]
+
+
 def _entry_points(group: str) -> list[EntryPoint]:
     try:
         return sorted(entry_points(group=group), key=lambda ep: ep.name)

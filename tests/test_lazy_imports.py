@@ -209,3 +209,37 @@ def test_the_cold_compile_callback_waits_for_numba_and_fires_once_per_cold_cache
                           timeout=300, env={**os.environ, **env}, check=False)
     assert warm.returncode == 0, warm.stderr
     assert warm.stdout.split("\n")[0] == "False []"  # every kernel came from the cache
+
+
+FILE_HELP = """
+    import contextlib, io, sys
+    from edgecal.cli import main
+    for command in ("calibrate", "export", "show", "merge"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                main([command, "--help"])
+            except SystemExit as stop:
+                assert stop.code == 0, stop.code
+        assert "usage: edgecal " + command in out.getvalue()
+    print(sorted(m for m in ("numpy", "numba") if m in sys.modules))
+    print(out.getvalue().count("kl-onnxruntime"))
+"""
+
+
+def test_the_help_of_the_file_commands_imports_neither_numpy_nor_numba():
+    done = run_python(FILE_HELP)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "0"]  # merge's help names no method
+
+
+def test_the_names_help_shows_are_the_registries_names():
+    from edgecal import histogram, names, plugins
+    from edgecal.formats import format_names
+    from edgecal.methods import DEFAULT_METHOD, method_names
+
+    plugged = set(plugins.entry_point_names("edgecal.methods"))
+    assert set(names.BUILTIN_METHODS) == set(method_names()) - plugged
+    assert set(names.BUILTIN_FORMATS) == set(format_names()) - set(plugins.entry_point_names("edgecal.formats"))
+    assert names.method_names() == method_names() and names.format_names() == format_names()
+    assert (names.DEFAULT_METHOD, names.DEFAULT_BINS) == (DEFAULT_METHOD, histogram.StreamingHistogram().bins)

@@ -107,6 +107,9 @@ def test_a_new_method_format_and_source_are_one_module_each(tmp_path):
     assert (tmp_path / "t.nf").read_text() == "act=4.0\n"  # half of max |x| = 8
     assert "plugin edgecal.methods 'broken' (plugin_missing_module) skipped: ModuleNotFoundError" in done.stderr
     assert len([line for line in done.stderr.splitlines() if "broken" in line]) == 1
+    helped = edgecal_cli(tmp_path, "calibrate", "--help")  # names from the entry points, no plugin imported
+    assert helped.returncode == 0 and "halfmax" in helped.stdout and "newfmt" in helped.stdout, helped.stderr
+    assert "skipped" not in helped.stderr
 
     (tmp_path / "edgecal.toml").write_text(textwrap.dedent(f"""
         [state]

@@ -25,10 +25,10 @@ log = logging.getLogger("edgecal")
 # `edgecal --help` starts without numpy; tests/test_lazy_imports.py checks this table against
 # the parsers the modules build.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "calibrate": ("files", "calibrate .npy/.npz files or folders into a table"),
-    "export": ("files", "convert a table to another format, or compute one from a state (-m, -p, --scheme)"),
-    "show": ("files", "summarise a table or a state file"),
-    "merge": ("files", "merge state files (exact)"),
+    "calibrate": ("files_parsers", "calibrate .npy/.npz files or folders into a table"),
+    "export": ("files_parsers", "convert a table to another format, or compute one from a state (-m, -p, --scheme)"),
+    "show": ("files_parsers", "summarise a table or a state file"),
+    "merge": ("files_parsers", "merge state files (exact)"),
     "check": ("examples", "run a float ONNX model in float and in int8 with a table, compare accuracy"),
     "demo": ("examples", "calibrate the bundled sample and compare methods"),
     "quantize": ("onnx", "write the int8 (QDQ) model ONNX Runtime makes with a table's ranges"),
@@ -65,7 +65,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _writer() -> argparse.ArgumentParser:
     """The options of commands that write a table (imports the format registry)."""
-    from ..formats import format_names
+    from ..names import format_names
 
     writer = argparse.ArgumentParser(add_help=False)
     writer.add_argument("--format", help=f"table format: {', '.join(format_names())} (default: from the --out suffix)")

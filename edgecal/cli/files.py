@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..calibrator import DEFAULT_BINS, Calibrator
+from ..calibrator import Calibrator
 from ..errors import InputError, MissingExtraError
 from ..formats import detect_format, get_format, load_table
 from ..formats.trt import disagreements
@@ -22,12 +22,12 @@ from ..atomic import check_writable
 from ..identity import file_identity, legacy_identity
 from ..merge import merge_state_files
 from ..pipeline import CheckpointPolicy, EmitPolicy, Item, Pipeline, StopPolicy, stop_on_signals
-from ..methods import DEFAULT_METHOD, get_method, method_names
+from ..methods import DEFAULT_METHOD, get_method
 from ..regular_file import open_regular
 from ..table import SCHEMES, CalibrationTable
 from .common import Progress, fmt, key_values, mb, method_params, open_state, output_spec, print_rows, say
 from .jsonout import emit, state_fields, table_fields
-from .onnx import RUNTIMES
+from .files_parsers import DEFAULT_SEARCH_GROUPS
 
 
 log = logging.getLogger("edgecal")
@@ -134,9 +134,6 @@ def _calibrate_on_dask(args: argparse.Namespace, method: str, params: dict[str, 
     print(f"calibrated {len(table)} tensors from {len(todo)} files{note} with {method} on Dask ({args.dask}) -> "
           f"{args.out} ({out_format})")
     return 0
-
-
-DEFAULT_SEARCH_GROUPS = 8
 
 
 def _searched(args: argparse.Namespace, cal: Calibrator, method: str, groups: int) -> CalibrationTable | None:
@@ -306,64 +303,3 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return 0
     say(f"merged {len(args.states)} states ({len(merged.names())} tensors) -> {args.out}")
     return 0
-
-
-def add_parsers(sub: Any, writer: argparse.ArgumentParser) -> None:
-    c = sub.add_parser("calibrate", parents=[writer], help="calibrate .npy/.npz files or folders into a table")
-    c.add_argument("inputs", nargs="*", metavar="INPUT", help=".npy (one tensor), .npz (one per key) or a folder")
-    c.add_argument("--model", metavar="M.onnx", help="calibrate every activation of this float model (.onnx, .tflite)")
-    c.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="with --model: who runs it; edgecal (its own runner, its op subset), onnxruntime (any ONNX "
-                   "model), litert (.tflite); default auto: litert for .tflite, edgecal when it runs every op, "
-                   "else onnxruntime")
-    c.add_argument("--inputs", dest="model_inputs", action="append", metavar="DIR",
-                   help="with --model: .npy/.npz model input batches (arrays named after the model inputs)")
-    c.add_argument("--scheme", default="symmetric", help=f"one of: {', '.join(SCHEMES)} (default symmetric)")
-    c.add_argument("-o", "--out", required=True, help="table to write")
-    c.add_argument("-m", "--method", default=DEFAULT_METHOD,
-                   help=f"one of: {', '.join(method_names())} (default {DEFAULT_METHOD})")
-    c.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter, e.g. percentile=99.9")
-    c.add_argument("--state", help="resume from and checkpoint to this state file")
-    c.add_argument("--bins", type=int, help=f"bins per sign for a new state (default {DEFAULT_BINS})")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    c.add_argument("--json", action="store_true", help="print the result as JSON (schema in the README)")
-    c.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="state checkpoint interval")
-    c.add_argument("--search", type=int, default=None, metavar="GROUPS",
-                   help="with --model and ONNX Runtime: split the tensors into GROUPS runs in graph order and keep, "
-                        "per run, the method (-m, then --search-methods) whose int8 model has the best output SQNR "
-                        f"on the --inputs files (default {DEFAULT_SEARCH_GROUPS} for an .onnx model when ONNX Runtime "
-                        "is installed and no -p is given; 0 turns it off)")
-    c.add_argument("--search-methods", default="percentile", metavar="M,M",
-                   help="methods the search tries after -m (default percentile)")
-    c.add_argument("--dask", metavar="SCHEDULER", help="build the state on a Dask cluster: a scheduler address "
-                   "(tcp://host:8786), or local[:N] for N local worker processes; same table bit for bit; "
-                   "needs pip install -e '.[dask]'")
-    c.add_argument("--shards", type=int, default=1, metavar="N",
-                   help="with --dask: split every file into N runs of whole samples, one task each (default 1)")
-    c.set_defaults(func=cmd_calibrate)
-
-    chooser = argparse.ArgumentParser(add_help=False)
-    chooser.add_argument("-m", "--method", help=f"for a state: one of {', '.join(method_names())} "
-                         f"(default {DEFAULT_METHOD})")
-    chooser.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="for a state: method parameter")
-    chooser.add_argument("--scheme", help=f"for a state: one of {', '.join(SCHEMES)} (default symmetric)")
-    e = sub.add_parser("export", parents=[writer, chooser],
-                       help="convert a table to another format, or compute one from a state (-m, -p, --scheme)")
-    e.add_argument("table", metavar="TABLE|STATE")
-    e.add_argument("-o", "--out", required=True)
-    e.add_argument("--input-format", help="format of TABLE (default: detected)")
-    e.set_defaults(func=cmd_export)
-
-    s = sub.add_parser("show", parents=[chooser], help="summarise a table or a state file")
-    s.add_argument("path", metavar="TABLE|STATE")
-    s.add_argument("--against", metavar="TABLE|STATE",
-                   help="check that TABLE (e.g. a TensorRT cache, which has no checksum) holds the same float32 "
-                   "scales as this table or state; one line per disagreeing tensor, exit 2 if any")
-    s.add_argument("--json", action="store_true", help="print the table or state as JSON (schema in the README)")
-    s.set_defaults(func=cmd_show)
-
-    m = sub.add_parser("merge", help="merge state files (exact)")
-    m.add_argument("states", nargs="+", metavar="STATE")
-    m.add_argument("-o", "--out", required=True)
-    m.add_argument("--json", action="store_true", help="print the merged state as JSON (schema in the README)")
-    m.set_defaults(func=cmd_merge)

@@ -26,7 +26,6 @@ from .jsonout import emit
 if TYPE_CHECKING:
     from ..model.graph import Graph
 
-RUNTIMES = ("auto", "edgecal", "onnxruntime", "litert")
 
 
 def _has_onnxruntime() -> bool:

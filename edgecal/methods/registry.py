@@ -20,14 +20,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, UnknownNameError
+from ..names import DEFAULT_METHOD
 from ..histogram import StreamingHistogram
 from ..plugins import load_group
 
 MethodFn = Callable[..., float]
 FitFn = Callable[..., "tuple[float, float]"]
 
-# The method a table gets when none is named; chosen on real models (README, "Accuracy on real models").
-DEFAULT_METHOD = "mse"
 
 
 @dataclass(frozen=True)
