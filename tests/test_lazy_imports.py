@@ -243,3 +243,17 @@ def test_the_names_help_shows_are_the_registries_names():
     assert set(names.BUILTIN_FORMATS) == set(format_names()) - set(plugins.entry_point_names("edgecal.formats"))
     assert names.method_names() == method_names() and names.format_names() == format_names()
     assert (names.DEFAULT_METHOD, names.DEFAULT_BINS) == (DEFAULT_METHOD, histogram.StreamingHistogram().bins)
+
+
+DAEMON_MODULES = """
+    import sys
+    import edgecal.cli.service, edgecal.daemon.service, edgecal.sources
+    from edgecal.sources import source_class
+    print(source_class("runner").__name__, sorted(m for m in sys.modules if m.startswith("edgecal.model")))
+"""
+
+
+def test_the_daemon_loads_the_model_runner_only_for_a_source_that_runs_a_model():
+    done = run_python(DAEMON_MODULES)  # the runner's modules take ~4 MB a spool or serial daemon does not need
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "RunnerSource []"

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Field
-from ..errors import InputError
-from ..model.graph import MissingExtraError
+from ..errors import InputError, MissingExtraError
 from .base import register_source
 from .fields import at_least
 from .model_inputs import ModelInput

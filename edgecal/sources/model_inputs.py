@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..arrays import SUFFIXES, read_arrays
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError
 from ..identity import file_identity, legacy_identity
-from ..model.graph import MissingExtraError
 
 MAX_FEED_BYTES = 1 << 30  # one array file is one batch in memory
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".pnm", ".tif", ".tiff", ".webp")

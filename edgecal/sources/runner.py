@@ -12,16 +12,17 @@ freed after its last reader, so memory holds the live tensors of a batch only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..model.float_run import run_float
-from ..model.graph import Graph, load_graph
 from .base import register_source
 from .model_inputs import ModelInput
 from .model import ModelSource
+
+if TYPE_CHECKING:
+    from ..model.graph import Graph
 
 
 @register_source
@@ -36,11 +37,15 @@ class RunnerSource(ModelSource):
         self._given = graph
 
     def _load(self) -> tuple[list[ModelInput], list[str]]:
+        from ..model.graph import load_graph  # the runner (4 MB of modules) only in a daemon that runs a model
+
         self.graph: Graph = self._given if self._given is not None else load_graph(self.config["model"])
         specs = [ModelInput(name, shape, np.dtype(np.float32)) for name, shape in self.graph.inputs]
         return specs, self.graph.activations()
 
     def _run(self, feeds: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+        from ..model.float_run import run_float
+
         try:
             values = run_float(self.graph, feeds)
         except InputError as err:
@@ -49,6 +54,8 @@ class RunnerSource(ModelSource):
 
     def _observe_batch(self, feeds: dict[str, np.ndarray], where: str, observe: Callable[[str, np.ndarray], None]) -> None:
         wanted = set(self.selected)
+
+        from ..model.float_run import run_float
 
         def selected(name: str, value: np.ndarray) -> None:
             if name in wanted:
