@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgecal import Calibrator, InputError, StreamingHistogram
-from edgecal.staging import STAGE_MAX_VALUES, StagingBuffer, _shares
+from edgecal.staging import STAGE_MAX_VALUES, StagingBuffer, _gather, _shares
 
 BINS = 1024
 SIZES = (1, 2, 3, 7, 100, 1024, 4097, STAGE_MAX_VALUES, STAGE_MAX_VALUES + 1)
@@ -241,7 +241,7 @@ def test_one_tensor_staged_with_two_threads_equals_one_thread():
     x = np.random.default_rng(2).standard_normal(1 << 12).astype(np.float32)
     one, two = Calibrator(BINS, threads=1), Calibrator(BINS, threads=2)
     for cal in (one, two):
-        for _ in range(200):  # 3.2 MiB staged: one update of 800K values, split over the threads
+        for _ in range(200):  # 3.2 MiB staged, binned in updates of 256K values or more
             cal.observe("a", x)
     assert one == two and two.histogram("a").count == 200 * x.size
 
@@ -249,9 +249,25 @@ def test_one_tensor_staged_with_two_threads_equals_one_thread():
 def test_shares_keep_each_histogram_whole_and_balance_the_values():
     hists = [StreamingHistogram(16) for _ in range(7)]
     sizes = [10, 10, 10, 10, 50, 5, 5]
-    groups = [(h, [np.ones(n, np.float32)]) for h, n in zip(hists, sizes)]
+    groups = [(h, np.ones(n, np.float32)) for h, n in zip(hists, sizes)]
     shares = _shares(groups, 2)
     assert [id(g) for share in shares for g in share] == [id(g) for g in groups]  # every group once, in order
-    assert [sum(g[1][0].size for g in share) for share in shares] == [40, 60]
+    assert [sum(g[1].size for g in share) for share in shares] == [40, 60]
     assert _shares(groups[:1], 4) == [groups[:1]]
     assert len(_shares(groups, 3)) == 3
+
+
+# -- the gather kernel -------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_equals_the_naive_twin(dtype):
+    rng = np.random.default_rng(3)
+    src = rng.standard_normal(5000).astype(dtype)
+    src[[0, 17, 4999]] = [-0.0, np.nan, np.inf]
+    counts = rng.integers(1, 300, size=40)
+    firsts = np.array([rng.integers(0, src.size - c + 1) for c in counts])  # in any order, overlapping
+    firsts[:3], counts[:3] = (0, 4999, 17), (1, 1, 5)
+    dst = np.full(counts.sum() + 3, 7.0, dtype)
+    _gather(src, firsts.astype(np.int64), counts.astype(np.int64), dst)
+    want = naive.gather(src, firsts, counts)
+    assert dst[: want.size].tobytes() == want.tobytes()  # bit for bit: -0.0 and NaN included
+    assert (dst[want.size :] == 7.0).all()
