@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import tracemalloc
 
 import naive
 import numpy as np
@@ -119,6 +120,20 @@ def test_no_block_until_a_small_float_array_is_observed():
     assert cal._stage.nbytes == 0 and cal._stage.staged_values == 0
     cal.observe("small", np.ones(10, np.float32))
     assert cal._stage.nbytes == cal.stage_bytes == 4 << 20 and cal._stage.staged_values == 10
+
+
+def test_a_flush_gathers_through_a_quarter_of_the_block():
+    cal = Calibrator(BINS, stage_bytes=1 << 20)
+    x = np.random.default_rng(4).standard_normal(1024).astype(np.float32)
+    for k in range(250):  # 1000 KiB staged, all for one tensor but a few
+        cal.observe("a" if k % 50 else f"b{k}", x)
+    fed([("a", x)]).flush()  # kernels loaded (or compiled) before memory is traced
+    tracemalloc.start()
+    cal.flush()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert cal.histogram("a").count == 245 * 1024
+    assert peak < (1 << 18) + x.nbytes + (64 << 10)  # the scratch (a quarter of the block and one array), the index
 
 
 def test_arrays_bigger_than_the_block_go_straight_in():
