@@ -98,7 +98,8 @@ class Calibrator:
         many tensors are observed in turn, each histogram then takes many arrays at once.
         Every read of a histogram (`histogram`, `compute`, `merge`, `to_bytes`, ...) bins
         the staged values first, and the histograms are bit-identical to unstaged ones.
-        Allocated at the first small array; 0 turns staging off.
+        A tensor's first array is binned at once; the block is allocated when a later
+        small array comes. 0 turns staging off.
     """
 
     SCHEMA = 1
@@ -140,19 +141,20 @@ class Calibrator:
     def observe(self, name: str, array: Any) -> None:
         """Fold one array (a sample or batch) of tensor ``name`` into its histogram.
 
-        A small float array is copied into the staging block (see ``stage_bytes``) and
-        binned at the next flush; the sample counts at once, and later changes to
-        ``array`` do not reach the histogram.
+        A small float array of a tensor observed before is copied into the staging
+        block (see ``stage_bytes``) and binned at the next flush; the sample counts at
+        once, and later changes to ``array`` do not reach the histogram.
         """
         _check_name(name)
         arr = array if type(array) is np.ndarray else np.asarray(array)
         if arr.size == 0:
             raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
-        hist = self._tensors.get(name) or StreamingHistogram(self.bins)
-        if self._stage.takes(arr):
+        hist = self._tensors.get(name)
+        if hist is not None and self._stage.takes(arr):  # a new histogram is binned into while hot
             with self._lock:
                 self._stage.stage(hist, arr, self.threads)
         else:
+            hist = hist or StreamingHistogram(self.bins)
             _update(name, hist, arr, self.threads)  # checks the dtype before touching any counter
         self._register(name, hist)
 

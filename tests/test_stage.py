@@ -112,11 +112,12 @@ def test_many_flushes_happen_and_the_block_never_exceeds_stage_bytes(stream):
     assert len(flushes) > 20 and max(flushes) <= 5000 // 4
 
 
-def test_no_block_until_a_small_float_array_is_observed():
+def test_no_block_until_a_tensor_gets_a_second_small_float_array():
     cal = Calibrator(BINS)
     cal.observe("big", np.ones(STAGE_MAX_VALUES + 1, np.float32))
     cal.observe("ints", np.arange(10, dtype=np.int32))
     cal.observe("strided", np.arange(20.0)[::2])
+    cal.observe("small", np.ones(10, np.float32))  # a tensor's first array: binned at once
     assert cal._stage.nbytes == 0 and cal._stage.staged_values == 0
     cal.observe("small", np.ones(10, np.float32))
     assert cal._stage.nbytes == cal.stage_bytes == 4 << 20 and cal._stage.staged_values == 10
@@ -138,25 +139,29 @@ def test_a_flush_gathers_through_a_quarter_of_the_block():
 
 def test_arrays_bigger_than_the_block_go_straight_in():
     cal = Calibrator(BINS, stage_bytes=64)
-    cal.observe("a", np.ones(17, np.float32))  # 68 bytes
-    cal.observe("b", np.ones(9, np.float64))  # 72 bytes
+    for _ in range(2):
+        cal.observe("a", np.ones(17, np.float32))  # 68 bytes
+        cal.observe("b", np.ones(9, np.float64))  # 72 bytes
     assert cal._stage.nbytes == 0
-    assert cal.histogram("a").count == 17 and cal.histogram("b").count == 9
+    assert cal.histogram("a").count == 34 and cal.histogram("b").count == 18
 
 
 def test_stage_bytes_zero_never_stages():
     cal = Calibrator(BINS, stage_bytes=0)
     cal.observe("a", np.ones(1, np.float32))
-    assert cal.stage_bytes == 0 and cal._stage.nbytes == 0 and cal._tensors["a"].count == 1
+    cal.observe("a", np.ones(1, np.float32))
+    assert cal.stage_bytes == 0 and cal._stage.nbytes == 0 and cal._tensors["a"].count == 2
 
 
 def test_later_changes_to_an_observed_array_do_not_reach_the_histogram():
     x = np.array([1.0, -2.0, 3.0], np.float32)
     cal = Calibrator(BINS)
     cal.observe("a", x)
+    cal.observe("a", x)
+    assert cal._stage.staged_values == 3
     x[:] = 1000.0
     ref = Calibrator(BINS, stage_bytes=0)
-    ref.observe("a", np.array([1.0, -2.0, 3.0], np.float32))
+    ref.observe("a", np.array([1.0, -2.0, 3.0] * 2, np.float32))
     assert cal.histogram("a") == ref.histogram("a")
 
 
@@ -203,8 +208,9 @@ def test_copies_get_an_empty_block_of_the_same_size(stream):
     cal = _pending(stream)
     twin = copy.deepcopy(cal)
     assert twin._stage.staged_values == 0 and twin._stage.nbytes == 0 and twin.stage_bytes == cal.stage_bytes
-    twin.observe("t1", np.ones(4, np.float32))  # the copy stages on its own, with its own lock
-    assert twin._stage.staged_values == 4 and twin.histogram("t1").count == cal.histogram("t1").count + 4
+    name = cal.names()[0]
+    twin.observe(name, np.ones(4, np.float32))  # the copy stages on its own, with its own lock
+    assert twin._stage.staged_values == 4 and twin.histogram(name).count == cal.histogram(name).count + 4
 
 
 def test_a_buffer_holding_values_refuses_to_be_copied():
@@ -286,3 +292,11 @@ def test_gather_equals_the_naive_twin(dtype):
     want = naive.gather(src, firsts, counts)
     assert dst[: want.size].tobytes() == want.tobytes()  # bit for bit: -0.0 and NaN included
     assert (dst[want.size :] == 7.0).all()
+
+
+def test_a_tensors_first_array_is_binned_at_once():
+    cal = Calibrator(BINS)
+    cal.observe_many({"a": np.ones(3, np.float32), "b": np.ones(2)})
+    assert cal._stage.staged_values == 0 and cal._tensors["a"].count == 3 and cal._tensors["b"].count == 2
+    cal.observe_many({"a": np.ones(3, np.float32), "b": np.ones(2)})
+    assert cal._stage.staged_values == 5 and cal._tensors["a"].count == 3 and cal._tensors["b"].count == 2
