@@ -27,20 +27,15 @@ from .table import SCHEMES
 
 def warm_kernels(bins: int = DEFAULT_BINS) -> list[str]:
     """The calibration path: histogram fill/fold for float32 and float64, every method."""
-    cal = Calibrator(bins, stage_bytes=0)  # staged, the 1e3 would join the first batch: no range growth
+    cal = Calibrator(bins)
     rng = np.random.default_rng(0)
     cal.observe("f32", rng.standard_normal(64).astype(np.float32))
     cal.observe("f32", np.array([1e3], np.float32))  # grows the range: the fold kernel
     cal.observe("f64", np.maximum(rng.standard_normal(64), 0.0))
-    staged = Calibrator(bins)
-    for _ in range(2):  # a tensor's first array is binned at once, later small ones are staged
-        staged.observe_many({"f32": np.ones(4, np.float32), "f64": np.ones(4)})
-    staged.flush()  # the staging gather, for float32 and float64
     for method in method_names():
         for scheme in SCHEMES:
             cal.compute(method, scheme=scheme)
-    return ["histogram float32", "histogram float64", "histogram fold", "staging gather",
-            *(f"method {m}" for m in method_names())]
+    return ["histogram float32", "histogram float64", "histogram fold", *(f"method {m}" for m in method_names())]
 
 
 def _warm_link() -> list[str]:
