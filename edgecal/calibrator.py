@@ -37,8 +37,8 @@ from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, Tens
 log = logging.getLogger("edgecal")
 
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
-# Enough for 4 rounds of 300 tensors of 1K float32 values: per observe, ~1.4x the cost of one tensor alone
-# (scripts/bench.py, section observe), where binning each array at once costs ~4x.
+# 3.4 rounds of 300 tensors of 1K float32 values: an observe then costs 1.3-1.6x what one tensor binned alone
+# does, where binning each array at once costs ~4x (scripts/bench.py --only observe); 8 MiB: ~1.2x (300), ~1.4x (500).
 DEFAULT_STAGE_BYTES = 4 << 20
 
 
