@@ -9,7 +9,9 @@ j. daemon memory: `edgecal daemon` with default settings and a spool source fed 
    table included, from wait4), and the cost per extra tensor. Goal: <= 160 MiB.
 k. observe: `Calibrator.observe` of 1K float32 values into a tensor seen before, with 1 tensor and
    with 100/300/500 tensors taking turns (goal: <= 1.5x the one-tensor cost), and into a new
-   tensor (goal: <= 50 us). In-process, best of several interleaved rounds.
+   tensor (goal: <= 50 us); with the default staging block, with threads=2 too, and with
+   stage_bytes=0. Each figure includes the final `flush`, so staging's binning is paid in it.
+   In-process, best of several interleaved rounds of 6000 arrays (several flushes each).
 l. threads: `StreamingHistogram(8192).update(batch, threads=2)` against threads=1 on the same
    16M float32 values in 1M and 4M batches (goal: >= 1.7x); the two histograms must be equal.
 
@@ -174,37 +176,51 @@ def print_daemon_memory(r: dict) -> None:
 
 
 def _per_observe(cal, names: list[str], x: np.ndarray) -> float:
+    """Seconds per `observe`, the binning of what was staged included."""
     t = time.perf_counter()
     for name in names:
         cal.observe(name, x)
+    cal.flush()
     return (time.perf_counter() - t) / len(names)
+
+
+_OBSERVE_CONFIGS = {"staged": {}, "staged_2_threads": {"threads": 2}, "unstaged": {"stage_bytes": 0}}
 
 
 def bench_observe(cfg: dict) -> dict:
     from edgecal import Calibrator
+    from edgecal.calibrator import DEFAULT_STAGE_BYTES
 
     x = np.random.default_rng(0).standard_normal(1024).astype(np.float32)
     counts = (1, 100, 300, 500)
-    cals = {n: Calibrator() for n in counts}
+    cals = {(c, n): Calibrator(**kw) for c, kw in _OBSERVE_CONFIGS.items() for n in counts}
     names = {n: [f"layer{k}/out" for k in range(n)] for n in counts}
-    best = dict.fromkeys(["new", *counts], math.inf)
-    for n in counts:
-        _per_observe(cals[n], names[n], x)
+    best = {c: dict.fromkeys(["new", *map(str, counts)], math.inf) for c in _OBSERVE_CONFIGS}
+    for (_, n), cal in cals.items():
+        _per_observe(cal, names[n], x)
     for _ in range(7 if cfg.get("mode") == "full" else 3):  # interleaved: drift hits every case alike
-        best["new"] = min(best["new"], _per_observe(Calibrator(), [f"n{k}" for k in range(200)], x))
-        for n in counts:
-            rounds = max(1, 500 // n)
-            best[n] = min(best[n], _per_observe(cals[n], names[n] * rounds, x))
-    return {"us": {str(k): v * 1e6 for k, v in best.items()}, "values": x.size}
+        for c, kw in _OBSERVE_CONFIGS.items():
+            new = _per_observe(Calibrator(**kw), [f"n{k}" for k in range(200)], x)
+            best[c]["new"] = min(best[c]["new"], new)
+            for n in counts:
+                rounds = max(1, 6000 // n)  # 24 MiB: several flushes of the 4 MiB block
+                best[c][str(n)] = min(best[c][str(n)], _per_observe(cals[(c, n)], names[n] * rounds, x))
+    us = {c: {k: v * 1e6 for k, v in b.items()} for c, b in best.items()}
+    return {"us": us, "values": x.size, "stage_bytes": DEFAULT_STAGE_BYTES}
 
 
 def print_observe(r: dict) -> None:
     us = r["us"]
-    print(f"\n[k] Calibrator.observe of {r['values']} float32 values (8192 bins), microseconds per call")
-    print(f"{'case':<36}{'us':>8}{'x one tensor':>14}")
+    base = us["unstaged"]["1"]
+    print(f"\n[k] Calibrator.observe of {r['values']} float32 values (8192 bins), microseconds per call, "
+          f"final flush included; x: to 1 tensor unstaged (stage_bytes=0)")
+    print(f"{'case':<30}{'staged ' + str(r['stage_bytes'] >> 20) + ' MiB':>14}{'x':>6}{'2 threads':>11}{'x':>6}"
+          f"{'stage_bytes=0':>15}{'x':>6}")
     for key, label in (("1", "1 tensor"), ("100", "100 tensors in turn"), ("300", "300 tensors in turn"),
                        ("500", "500 tensors in turn"), ("new", "a new tensor (first observe)")):
-        print(f"{label:<36}{us[key]:>8.1f}{us[key] / us['1']:>14.2f}")
+        cells = "".join(f"{us[c][key]:>{w}.1f}{us[c][key] / base:>6.2f}"
+                        for c, w in (("staged", 14), ("staged_2_threads", 11), ("unstaged", 15)))
+        print(f"{label:<30}{cells}")
 
 
 def _stream(parts: list[np.ndarray], threads: int):

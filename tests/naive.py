@@ -801,3 +801,13 @@ def round_trip_sqnr_db(x, scale: float, zero_point: int, qmin: int, qmax: int) -
         kept.append(v)
         back.append((q - zero_point) * scale)
     return sqnr_between_db(kept, back)
+
+
+# -- staging of small arrays: the gather that puts each tensor's staged values side by side --------
+def gather(src, firsts, counts) -> np.ndarray:
+    """src[firsts[k] + i] for i < counts[k], for every k in turn, one value at a time."""
+    out = []
+    for first, count in zip(np.asarray(firsts).tolist(), np.asarray(counts).tolist()):
+        for i in range(count):
+            out.append(src[first + i])
+    return np.array(out, dtype=src.dtype)
