@@ -129,8 +129,16 @@ class Calibrator:
 
     @property
     def stage_bytes(self) -> int:
-        """Bytes of the staging block (0: staging is off)."""
+        """Bytes of the staging block (0: staging is off); setting it bins what is staged first."""
         return self._stage.capacity
+
+    @stage_bytes.setter
+    def stage_bytes(self, value: int) -> None:
+        if type(value) is not int or value < 0:
+            raise InputError(f"stage_bytes must be a non-negative integer, found {value!r}")
+        with self._lock:
+            self._stage.flush(self.threads)
+            self._stage = StagingBuffer(value)
 
     def flush(self) -> None:
         """Bin every staged array into its histogram now (reads of the state do it themselves)."""

@@ -140,3 +140,33 @@ def test_the_daemon_warms_the_kernels_of_its_own_method_only(tmp_path, monkeypat
     monkeypatch.setattr(warmup, "warm_kernels", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
     run_daemon(tmp_path, {"warm-" + method: samples(5, 2)}, method=method, bins=512)
     assert calls == [((512, [method]), {})]
+
+
+def test_the_daemon_stages_with_its_configured_block_and_a_reload_changes_it(tmp_path):
+    data = samples(9, 6)
+    cfg_extra = "\n[calibrator]\nbins = 512\nstage_bytes = {n}\n"
+    MemorySource.publish("stage-a", data)
+    cfg = tmp_path / "edgecal.toml"
+    base = CONFIG.replace("[calibrator]\nbins = {bins}\n", "").format(
+        state=tmp_path / "state.ecst", table=tmp_path / "table.json", method="minmax", scheme="symmetric",
+        sources=SOURCE.format(channel="stage-a"))
+    cfg.write_text(base + cfg_extra.format(n=4096))
+    daemon = Daemon(cfg)
+    assert daemon.cal.stage_bytes == 4096
+    cfg.write_text(base + cfg_extra.format(n=0))
+    daemon._reload()
+    assert daemon.cal.stage_bytes == 0
+    assert daemon.run() == 0
+    direct = Calibrator(512, stage_bytes=0)
+    for sample in data:
+        direct.observe_many(sample)
+    assert Calibrator.load_state(tmp_path / "state.ecst").to_bytes() == direct.to_bytes()
+
+
+def test_a_negative_stage_size_is_a_config_error_naming_the_key(tmp_path):
+    cfg = tmp_path / "edgecal.toml"
+    cfg.write_text(CONFIG.format(bins=512, state=tmp_path / "s.ecst", table=tmp_path / "t.json", method="kl",
+                                 scheme="symmetric", sources=SOURCE.format(channel="x"))
+                   .replace("bins = 512\n", "bins = 512\nstage_bytes = -1\n"))
+    with pytest.raises(ConfigError, match=r"stage_bytes"):
+        Daemon(cfg)

@@ -300,3 +300,19 @@ def test_a_tensors_first_array_is_binned_at_once():
     assert cal._stage.staged_values == 0 and cal._tensors["a"].count == 3 and cal._tensors["b"].count == 2
     cal.observe_many({"a": np.ones(3, np.float32), "b": np.ones(2)})
     assert cal._stage.staged_values == 5 and cal._tensors["a"].count == 3 and cal._tensors["b"].count == 2
+
+
+def test_changing_the_block_size_bins_what_is_staged_first():
+    rng = np.random.default_rng(11)
+    arrays = [(f"t{i % 7}", rng.standard_normal(50).astype(np.float32)) for i in range(60)]
+    staged, direct = Calibrator(256, stage_bytes=1 << 16), Calibrator(256, stage_bytes=0)
+    for k, (name, x) in enumerate(arrays):
+        staged.observe(name, x)
+        direct.observe(name, x)
+        if k == 30:
+            assert staged._stage.staged_values > 0
+            staged.stage_bytes = 512
+            assert staged._stage.staged_values == 0 and staged.stage_bytes == 512
+    assert staged.to_bytes() == direct.to_bytes()
+    with pytest.raises(InputError, match=r"stage_bytes must be a non-negative integer, found -1"):
+        staged.stage_bytes = -1

@@ -55,6 +55,7 @@ class Daemon:
         s = self.settings
         self.sources = build_sources(s.sources)
         cal = load_checkpoint(Path(s.state.path), s.calibrator.bins, s.calibrator.model_hash)
+        cal.stage_bytes = s.calibrator.stage_bytes
         self.tensors = TensorBudget(s.calibrator.max_tensors, cal.names())
         self.queue: queue.Queue[tuple[SourceRunner, Any]] = queue.Queue(s.daemon.queue_samples)
         self.runners: list[SourceRunner] = []
@@ -193,6 +194,8 @@ class Daemon:
         if new.daemon.queue_samples != old.daemon.queue_samples:
             log.warning("reload: queue_samples stays %d; restart to change it", old.daemon.queue_samples)
         self.tensors.limit = new.calibrator.max_tensors
+        if new.calibrator.stage_bytes != self.cal.stage_bytes:
+            self.cal.stage_bytes = new.calibrator.stage_bytes
         if sources is not self.sources:
             self._checkpoint()
             for r in self.runners:

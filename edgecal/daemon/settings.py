@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..calibrator import DEFAULT_BINS
+from ..calibrator import DEFAULT_BINS, DEFAULT_STAGE_BYTES
 from ..config import (ConfigError, Field, between, fields_of, key_lines, non_negative, one_of, parse_config, positive,
                       read_config, setting)
 from ..errors import EdgecalError, InputError
@@ -53,6 +53,8 @@ class CalibratorSettings:
     model_hash: str | None = setting(str, None)
     #: histograms kept at most; tensors with further names are refused and counted (memory bound)
     max_tensors: int = setting(int, 1024, between(1, MAX_TENSORS))
+    #: bytes of the block where small arrays wait to be binned tensor by tensor (0: bin each at once)
+    stage_bytes: int = setting(int, DEFAULT_STAGE_BYTES, between(0, 1 << 30))
 
 
 @dataclass(frozen=True)
