@@ -37,8 +37,8 @@ from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, Tens
 log = logging.getLogger("edgecal")
 
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
-# 3.4 rounds of 300 tensors of 1K float32 values: an observe then costs 1.3-1.6x what one tensor binned alone
-# does, where binning each array at once costs ~4x (scripts/bench.py --only observe); 8 MiB: ~1.2x (300), ~1.4x (500).
+# 3.4 rounds of 300 tensors of 1K float32 values: an observe then costs 1.4-1.6x what one tensor binned at once
+# does, where binning each array at once costs ~4.3x (scripts/bench.py --only observe); 8 MiB: ~1.2x (300), ~1.4x (500).
 DEFAULT_STAGE_BYTES = 4 << 20
 
 
@@ -158,7 +158,7 @@ class Calibrator:
         if arr.size == 0:
             raise InputError(f"tensor {name!r}: expected a non-empty array, found shape {arr.shape}")
         hist = self._tensors.get(name)
-        if hist is not None and self._stage.takes(arr):  # a new histogram is binned into while hot
+        if hist is not None and self._stage.takes(arr, len(self._tensors)):  # a new histogram is binned into while hot
             with self._lock:
                 self._stage.stage(hist, arr, self.threads)
         else:

@@ -36,7 +36,12 @@ import numpy as np
 from ._jit import kernel
 from .histogram import StreamingHistogram, _pool
 
-STAGE_MAX_VALUES = 1 << 14  # bigger arrays go straight in: one pass over them already amortises the cold bins
+# Bigger arrays go straight in: one pass over 2K values already touches most cache lines of the histogram
+# it needs, and the two copies of staging then cost more than they save (scripts/bench.py --only observe).
+STAGE_MAX_VALUES = 1 << 10
+# Arrays are staged only while the block holds this many of them per tensor: with fewer, each flush gives
+# every histogram about one array, the cold pass staging should share is not shared, and the copies are waste.
+ROUNDS_PER_FLUSH = 2
 _ALIGN = 8  # every staged array starts on a float64 boundary, so both views of the block reach it
 _STAGED: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -68,10 +73,11 @@ class StagingBuffer:
         self._slots: tuple[dict[int, int], dict[int, int]] = ({}, {})  # id(histogram) -> slot
         self._owners: tuple[list[StreamingHistogram], list[StreamingHistogram]] = ([], [])  # slot -> histogram
 
-    def takes(self, arr: np.ndarray) -> bool:
-        """Whether `stage` accepts ``arr``: a small, non-empty, C-contiguous float32/float64 array."""
-        return (arr.dtype in _STAGED and 0 < arr.size <= self.max_values and arr.nbytes <= self.capacity
-                and arr.flags.c_contiguous)
+    def takes(self, arr: np.ndarray, tensors: int = 1) -> bool:
+        """Whether `stage` accepts ``arr``: a small, non-empty, C-contiguous float32/float64 array, of which
+        the block holds `ROUNDS_PER_FLUSH` per tensor (``tensors``: how many take turns)."""
+        return (arr.dtype in _STAGED and 0 < arr.size <= self.max_values
+                and arr.nbytes * max(ROUNDS_PER_FLUSH * tensors, 1) <= self.capacity and arr.flags.c_contiguous)
 
     def stage(self, hist: StreamingHistogram, arr: np.ndarray, threads: int = 1) -> None:
         """Copy the values of ``arr`` (one `takes` accepts) for ``hist``, flushing first when they do not fit."""

@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 
 from edgecal import Calibrator, InputError, StreamingHistogram
+from edgecal import staging
 from edgecal.staging import STAGE_MAX_VALUES, StagingBuffer, _gather, _shares
 
 BINS = 1024
+
+
+@pytest.fixture(autouse=True)
+def stage_every_small_array(monkeypatch):
+    """Stage a small array however many tensors share the block, so small blocks flush often; the rule that
+    stages an array only while the block holds two of it per tensor has its own test."""
+    monkeypatch.setattr(staging, "ROUNDS_PER_FLUSH", 0)
 SIZES = (1, 2, 3, 7, 100, 1024, 4097, STAGE_MAX_VALUES, STAGE_MAX_VALUES + 1)
 
 
@@ -316,3 +324,21 @@ def test_changing_the_block_size_bins_what_is_staged_first():
     assert staged.to_bytes() == direct.to_bytes()
     with pytest.raises(InputError, match=r"stage_bytes must be a non-negative integer, found -1"):
         staged.stage_bytes = -1
+
+
+def test_an_array_is_staged_only_while_the_block_holds_two_of_it_per_tensor(monkeypatch):
+    monkeypatch.setattr(staging, "ROUNDS_PER_FLUSH", 2)
+    block = StagingBuffer(64 << 10)
+    one_k = np.ones(1024, np.float32)  # 4 KiB: two per tensor for up to 8 tensors
+    assert [block.takes(one_k, t) for t in (1, 8, 9)] == [True, True, False]
+    assert block.takes(np.ones(STAGE_MAX_VALUES + 1, np.float32), 1) is False  # big arrays go straight in
+    cal = Calibrator(BINS, stage_bytes=64 << 10)
+    for t in range(9):
+        cal.observe(f"t{t}", one_k)  # first arrays: binned at once
+    cal.observe("t0", one_k)
+    assert cal._stage.staged_values == 0  # nine tensors take turns: the block would hold fewer than two each
+    small = Calibrator(BINS, stage_bytes=64 << 10)
+    for t in range(8):
+        small.observe(f"t{t}", one_k)
+    small.observe("t0", one_k)
+    assert small._stage.staged_values == 1024
