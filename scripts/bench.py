@@ -62,7 +62,7 @@ from edgecal import Calibrator, StreamingHistogram
 from edgecal.methods import kl_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import SECTIONS  # noqa: E402  (a sibling script, not a package)
+from bench_device import SECTIONS, absmax  # noqa: E402  (a sibling script, not a package)
 from bench_e2e import SECTIONS as E2E_SECTIONS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,17 +115,6 @@ def fmt_count(n: int) -> str:
 
 
 # -- a. ingest ---------------------------------------------------------------------------
-@numba.njit(nogil=True)
-def absmax(x):
-    """The reference: the cheapest useful pass over the data."""
-    m = 0.0
-    for i in range(x.size):
-        a = abs(x[i])
-        if a > m:
-            m = a
-    return m
-
-
 def timed(fn, repeats: int):
     """(best wall time of ``repeats`` calls, result of the last call)."""
     best, out = math.inf, None

@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,10 +258,9 @@ def _stream(parts: list[np.ndarray], threads: int):
     return time.perf_counter() - t, h
 
 
-_BARE: dict = {}
-
-
-def _absmax_py(x):
+@numba.njit(nogil=True)
+def absmax(x):
+    """The reference of the ingest and threads sections: the cheapest useful pass over the data."""
     m = 0.0
     for i in range(x.size):
         a = abs(x[i])
@@ -273,9 +273,6 @@ def _bare(parts: list[np.ndarray], threads: int) -> float:
     """Seconds of the bare max(|x|) loop over ``parts``, each split over ``threads`` threads: the machine's ceiling."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numba
-
-    absmax = _BARE.setdefault("absmax", numba.njit(nogil=True)(_absmax_py))
     absmax(parts[0][:8])
     with ThreadPoolExecutor(max(threads - 1, 1)) as pool:
         t = time.perf_counter()
