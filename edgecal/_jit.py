@@ -12,8 +12,8 @@ numba costs ~0.1-2 s and ~60 MB). `kernel` returns a small stand-in; its first c
 imports numba and makes a Numba dispatcher of that kernel alone, and of the kernels it
 calls, which it binds in the caller's globals first, so kernels that call kernels compile
 as before. Each dispatcher is then bound wherever edgecal's modules hold its stand-in, so
-later calls go straight to Numba. A command pays for the few kernels it runs, not for
-all sixty (each dispatcher with a cache costs a few ms and ~80 KB).
+later calls go straight to Numba. A command makes dispatchers for the few kernels it
+runs, not for all sixty (each costs ~0.3 ms and ~80 KB to make).
 
 The first process after installing compiles every kernel it uses (seconds on a
 small board) and stores them; `on_cold_compile` lets the command line say so once,

@@ -104,7 +104,8 @@ class ArrayFile:
 
         With ``reuse``, every chunk is read into one buffer, so a chunk is valid only until the next
         is asked for: for a caller that bins each chunk at once. It saves an allocation, and the page
-        faults of fresh memory, per chunk: reading 1 GiB took 0.94 s without, 0.2-0.25 s with it.
+        faults of fresh memory, per chunk: reading and binning 1 GiB in a fresh process took 0.94 s in
+        fresh 8 MiB chunks, 0.20-0.25 s through one reused 1 MiB buffer.
         """
         size, values = self.dtype.itemsize, self.nbytes // self.dtype.itemsize
         stop = values if stop is None else stop
