@@ -185,7 +185,33 @@ def bench_daemon_memory(cfg: dict) -> dict:
     files = 20 if cfg.get("mode") == "full" else 8
     one, many = _daemon_memory(1, files), _daemon_memory(300, files)
     per_tensor = (many["streaming_mib"] - one["streaming_mib"]) / 299 * 1024
-    return {"files": files, "one": one, "many": many, "per_tensor_kib": per_tensor}
+    return {"files": files, "one": one, "many": many, "per_tensor_kib": per_tensor, "floor": _numba_floor()}
+
+
+_FLOOR = """
+import numba, numpy as np
+@numba.njit(cache=True, nogil=True)
+def one(x):
+    return x[0] + 1.0
+one(np.zeros(1))
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")))
+"""
+
+
+def _numba_floor() -> float:
+    """RSS (MiB) of a process that imported numpy and numba and ran one trivial kernel loaded from the cache.
+
+    What any process with a Numba kernel holds before its own code: the daemon cannot go below it.
+    """
+    d = Path(tempfile.mkdtemp(prefix="edgecal-floor-"))
+    try:
+        (d / "floor.py").write_text(_FLOOR)
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(d / "cache")}
+        run = [sys.executable, str(d / "floor.py")]
+        subprocess.run(run, env=env, capture_output=True, check=True)  # compiles into the cache
+        return int(subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout) / 1024.0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def print_daemon_memory(r: dict) -> None:
@@ -198,6 +224,8 @@ def print_daemon_memory(r: dict) -> None:
               f"{row['state_bytes']:>13}{row['exit_code']:>6}")
     print(f"RSS per extra tensor while streaming: {r['per_tensor_kib']:.0f} KiB; 300 tensors peak "
           f"{r['many']['peak_mib']:.1f} MiB (goal <= 160 MiB)")
+    print(f"numba's floor: numpy + numba + one trivial kernel loaded from the cache: {r['floor']:.1f} MiB; "
+          f"with 300 x 64 KiB of counters {r['floor'] + 300 * 64 / 1024:.1f} MiB before any edgecal module")
 
 
 def _per_observe(cal, names: list[str], x: np.ndarray) -> float:
