@@ -236,7 +236,12 @@ class Calibrator:
         return list(self._tensors)  # a staged array's tensor is registered when observed: no flush needed
 
     def histogram(self, name: str) -> StreamingHistogram:
-        """The histogram of tensor ``name``."""
+        """The histogram of tensor ``name``, with every array observed so far binned.
+
+        It is the calibrator's own object: arrays observed after this call may wait in the
+        staging block (see ``stage_bytes``) until the next read through the calibrator, so
+        ask again rather than keep it.
+        """
         try:
             return self._hists[name]
         except KeyError:
