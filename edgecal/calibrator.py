@@ -37,9 +37,10 @@ from .table import ALL_ZERO_AMAX, CLIPPED_HEAVY, SCHEMES, CalibrationTable, Tens
 log = logging.getLogger("edgecal")
 
 MIN_AMAX = 127.0 * 2.0**-126  # keeps scale = amax/127 a normal float32
-# 3.4 rounds of 300 tensors of 1K float32 values: an observe then costs 1.4-1.6x what one tensor binned at once
-# does, where binning each array at once costs ~4.3x (scripts/bench.py --only observe); 8 MiB: ~1.2x (300), ~1.4x (500).
-DEFAULT_STAGE_BYTES = 4 << 20
+# At most: the block takes what 4 arrays per tensor need (edgecal.staging), 4.8 MiB for 300 tensors of 1K float32
+# values and 8 MiB for 500, where an observe then costs 1.4-1.5x what one tensor binned at once does (binning each
+# array at once: ~4.3x; scripts/bench.py --only observe); 256 KiB for a few tensors.
+DEFAULT_STAGE_BYTES = 8 << 20
 
 
 def _check_name(name: str) -> None:
@@ -160,7 +161,7 @@ class Calibrator:
         hist = self._tensors.get(name)
         if hist is not None and self._stage.takes(arr, len(self._tensors)):  # a new histogram is binned into while hot
             with self._lock:
-                self._stage.stage(hist, arr, self.threads)
+                self._stage.stage(hist, arr, self.threads, len(self._tensors))
         else:
             hist = hist or StreamingHistogram(self.bins)
             _update(name, hist, arr, self.threads)  # checks the dtype before touching any counter

@@ -42,6 +42,12 @@ STAGE_MAX_VALUES = 1 << 10
 # Arrays are staged only while the block holds this many of them per tensor: with fewer, each flush gives
 # every histogram about one array, the cold pass staging should share is not shared, and the copies are waste.
 ROUNDS_PER_FLUSH = 2
+# The block is sized to hold this many arrays per tensor (of the size being staged), up to its capacity: a
+# model of few tensors takes a few KiB, and 4 rounds of 300 tensors of 1K values take 4.8 MiB.
+ROUNDS_WANTED = 4
+# ...and never smaller than this: a flush costs tens of microseconds whatever it holds, which a block of
+# at least 64 arrays of 1K values spreads to under a microsecond per array.
+MIN_BLOCK_BYTES = 256 << 10
 _ALIGN = 8  # every staged array starts on a float64 boundary, so both views of the block reach it
 _STAGED: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -54,8 +60,10 @@ class StagingBuffer:
     Parameters
     ----------
     capacity : int
-        Bytes of the block (rounded down to a multiple of 8); 0 stages nothing. The
-        block is allocated at the first `stage`, never grows, and is kept for reuse.
+        Bytes the block may take (rounded down to a multiple of 8); 0 stages nothing. The
+        block is allocated at the first `stage`, as large as `ROUNDS_WANTED` arrays per
+        tensor need (at least `MIN_BLOCK_BYTES`, at most ``capacity``), grows at a flush when more tensors take turns,
+        and is kept for reuse.
     max_values : int
         Arrays of more values are not staged (`takes` says False).
     """
@@ -64,6 +72,7 @@ class StagingBuffer:
         self.capacity = capacity - capacity % _ALIGN
         self.max_values = max_values
         self._views: tuple[np.ndarray, np.ndarray] | None = None  # the block as float32 and as float64
+        self._size = 0  # bytes of the block
         self._reset()
 
     def _reset(self) -> None:
@@ -79,14 +88,21 @@ class StagingBuffer:
         return (arr.dtype in _STAGED and 0 < arr.size <= self.max_values
                 and arr.nbytes * max(ROUNDS_PER_FLUSH * tensors, 1) <= self.capacity and arr.flags.c_contiguous)
 
-    def stage(self, hist: StreamingHistogram, arr: np.ndarray, threads: int = 1) -> None:
-        """Copy the values of ``arr`` (one `takes` accepts) for ``hist``, flushing first when they do not fit."""
+    def stage(self, hist: StreamingHistogram, arr: np.ndarray, threads: int = 1, tensors: int = 1) -> None:
+        """Copy the values of ``arr`` (one `takes` accepts) for ``hist``, flushing first when they do not fit.
+
+        ``tensors`` (how many take turns) sizes the block when it is made or grown.
+        """
         nbytes = arr.nbytes
-        if self._used + nbytes > self.capacity:
+        if self._used + nbytes > self._size:
             self.flush(threads)
+            want = min(self.capacity, max(MIN_BLOCK_BYTES, -(-ROUNDS_WANTED * max(tensors, 1) * nbytes // _ALIGN) * _ALIGN))
+            if want > self._size:
+                self._allocate(want)
         wide = arr.itemsize == 8
         first = self._used // arr.itemsize
-        view = (self._views or self._allocate())[wide]
+        assert self._views is not None
+        view = self._views[wide]
         view[first : first + arr.size] = arr if arr.ndim == 1 else arr.ravel()  # ravel: a view, as arr is C-contiguous
         self._used += (nbytes + _ALIGN - 1) & -_ALIGN
         slots = self._slots[wide]
@@ -96,10 +112,11 @@ class StagingBuffer:
             self._owners[wide].append(hist)
         self._segments[wide].extend((slot, first, arr.size))
 
-    def _allocate(self) -> tuple[np.ndarray, np.ndarray]:
-        block = np.empty(self.capacity // 8, dtype=np.float64)
+    def _allocate(self, size: int) -> None:
+        """A new, empty block of ``size`` bytes (a multiple of 8); the old one is dropped."""
+        block = np.empty(size // 8, dtype=np.float64)
         self._views = (block.view(np.float32), block)
-        return self._views
+        self._size = size
 
     def flush(self, threads: int = 1) -> None:
         """Bin every staged value into its histogram, tensor by tensor, and empty the block."""
@@ -117,7 +134,7 @@ class StagingBuffer:
         """Gather the arrays of ``table`` (rows: slot, first value, values) by slot, a scratch-full at a time, and bin them."""
         table = table[np.argsort(table[:, 0], kind="stable")]
         offsets = np.cumsum(table[:, 2]) - table[:, 2]  # where each array lands in the gathered order
-        chunk = offsets // max(self.capacity // 4 // view.itemsize, 1)
+        chunk = offsets // max(self._size // 4 // view.itemsize, 1)
         cuts = [0, *(np.flatnonzero(np.diff(chunk)) + 1).tolist(), len(table)]
         scratch = np.empty(int(np.add.reduceat(table[:, 2], cuts[:-1]).max()), dtype=view.dtype)
         for a, b in zip(cuts, cuts[1:]):

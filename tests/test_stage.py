@@ -22,6 +22,7 @@ def stage_every_small_array(monkeypatch):
     """Stage a small array however many tensors share the block, so small blocks flush often; the rule that
     stages an array only while the block holds two of it per tensor has its own test."""
     monkeypatch.setattr(staging, "ROUNDS_PER_FLUSH", 0)
+    monkeypatch.setattr(staging, "ROUNDS_WANTED", 1 << 40)  # and make every block its full capacity at once
 SIZES = (1, 2, 3, 7, 100, 1024, 4097, STAGE_MAX_VALUES, STAGE_MAX_VALUES + 1)
 
 
@@ -128,7 +129,7 @@ def test_no_block_until_a_tensor_gets_a_second_small_float_array():
     cal.observe("small", np.ones(10, np.float32))  # a tensor's first array: binned at once
     assert cal._stage.nbytes == 0 and cal._stage.staged_values == 0
     cal.observe("small", np.ones(10, np.float32))
-    assert cal._stage.nbytes == cal.stage_bytes == 4 << 20 and cal._stage.staged_values == 10
+    assert cal._stage.nbytes == cal.stage_bytes == 8 << 20 and cal._stage.staged_values == 10
 
 
 def test_a_flush_gathers_through_a_quarter_of_the_block():
@@ -342,3 +343,24 @@ def test_an_array_is_staged_only_while_the_block_holds_two_of_it_per_tensor(monk
         small.observe(f"t{t}", one_k)
     small.observe("t0", one_k)
     assert small._stage.staged_values == 1024
+
+
+def test_the_block_is_sized_by_the_tensors_taking_turns_and_grows_at_a_flush(monkeypatch):
+    monkeypatch.setattr(staging, "ROUNDS_PER_FLUSH", 2)
+    monkeypatch.setattr(staging, "ROUNDS_WANTED", 4)
+    rng = np.random.default_rng(5)
+    cal, direct = Calibrator(BINS, stage_bytes=1 << 20), Calibrator(BINS, stage_bytes=0)
+    sizes = []
+    for tensors in (3, 10, 40, 400):
+        for _ in range(6):
+            for t in range(tensors):
+                x = rng.standard_normal(1024).astype(np.float32)
+                cal.observe(f"t{t}", x)
+                direct.observe(f"t{t}", x)
+                assert cal._stage.nbytes <= 1 << 20
+        sizes.append(cal._stage.nbytes)
+    # 4 arrays of 4 KiB per tensor, at least 256 KiB: 256 KiB for 3 and for 10 tensors, 640 KiB for 40; 400
+    # tensors would need 6.4 MiB, more than the 1 MiB allowed, and two arrays each do not fit either: not staged
+    assert staging.MIN_BLOCK_BYTES == 256 << 10
+    assert sizes == [256 << 10, 256 << 10, 4 * 40 * 4096, 4 * 40 * 4096]
+    assert cal.to_bytes() == direct.to_bytes()
