@@ -25,6 +25,7 @@ loaded. Anything wrong is one `InputError` line naming the file and member.
 from __future__ import annotations
 
 import ast
+import contextlib
 import lzma
 import math
 import os
@@ -140,28 +141,31 @@ class ArrayFile:
         return out.reshape(self.shape, order="F" if self.header.fortran else "C")
 
 
-def _read(fh: IO[bytes], n: int, where: str) -> bytes:
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """A failure of the file, the archive or its compression while reading becomes one line naming ``where``."""
     try:
-        return fh.read(n)
+        yield
     except InputError:
         raise
     except _DAMAGE as err:  # CRC, deflate or archive failure
         raise InputError(f"{where}: damaged data ({_why(err)}); expected an intact .npy/.npz file") from err
+
+
+def _read(fh: IO[bytes], n: int, where: str) -> bytes:
+    with _reading(where):
+        return fh.read(n)
 
 
 def _read_into(fh: IO[bytes], view: memoryview, where: str) -> memoryview:
     """Fill ``view`` from ``fh`` (fewer bytes only at the end of the data); the filled part."""
     got = 0
-    try:
+    with _reading(where):
         while got < len(view):
             n = fh.readinto(view[got:])  # type: ignore[attr-defined]  # files and _ZipMember have it
             if not n:
                 break
             got += n
-    except InputError:
-        raise
-    except _DAMAGE as err:  # CRC, deflate or archive failure
-        raise InputError(f"{where}: damaged data ({_why(err)}); expected an intact .npy/.npz file") from err
     return view[:got]
 
 

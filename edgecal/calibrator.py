@@ -111,8 +111,6 @@ class Calibrator:
                  stage_bytes: int = DEFAULT_STAGE_BYTES) -> None:
         if type(threads) is not int or threads < 1:
             raise InputError(f"threads must be a positive integer, found {threads!r}")
-        if type(stage_bytes) is not int or stage_bytes < 0:
-            raise InputError(f"stage_bytes must be a non-negative integer, found {stage_bytes!r}")
         self.threads = threads
         self.bins = check_bins(bins)
         self.model_hash = model_hash
@@ -135,11 +133,10 @@ class Calibrator:
 
     @stage_bytes.setter
     def stage_bytes(self, value: int) -> None:
-        if type(value) is not int or value < 0:
-            raise InputError(f"stage_bytes must be a non-negative integer, found {value!r}")
+        stage = StagingBuffer(value)  # checks the value before anything changes
         with self._lock:
             self._stage.flush(self.threads)
-            self._stage = StagingBuffer(value)
+            self._stage = stage
 
     def flush(self) -> None:
         """Bin every staged array into its histogram now (reads of the state do it themselves)."""

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._jit import kernel
+from .errors import InputError
 from .histogram import StreamingHistogram, _pool
 
 # Bigger arrays go straight in: one pass over 2K values already touches most cache lines of the histogram
@@ -69,6 +70,8 @@ class StagingBuffer:
     """
 
     def __init__(self, capacity: int, max_values: int = STAGE_MAX_VALUES) -> None:
+        if type(capacity) is not int or capacity < 0:
+            raise InputError(f"stage_bytes must be a non-negative integer, found {capacity!r}")
         self.capacity = capacity - capacity % _ALIGN
         self.max_values = max_values
         self._views: tuple[np.ndarray, np.ndarray] | None = None  # the block as float32 and as float64

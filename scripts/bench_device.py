@@ -109,16 +109,11 @@ path = "{d}/spool"
 """
 
 
-def _vm_rss(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmRSS:"))
-
-
-def _vm_hwm(pid: int) -> float:
-    """VmHWM (MiB) of the process's own memory; 0 once it has none (exiting)."""
+def _vm(pid: int, key: str = "VmRSS") -> float:
+    """``key`` (VmRSS, VmHWM: the process's own memory) of ``pid`` in MiB; 0 once it has none (exiting)."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM:")), 0.0)
+            return next((int(line.split()[1]) / 1024.0 for line in f if line.startswith(key + ":")), 0.0)
     except OSError:
         return 0.0
 
@@ -129,12 +124,12 @@ def _peak_until_exit(pid: int) -> tuple[float, int]:
     Not the rusage of wait4: its ru_maxrss keeps the RSS of this benchmark process, which
     the child shared between fork and exec, and would report that instead.
     """
-    peak = _vm_hwm(pid)
+    peak = _vm(pid, "VmHWM")
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return peak, status
-        peak = max(peak, _vm_hwm(pid))
+        peak = max(peak, _vm(pid, "VmHWM"))
         time.sleep(0.005)
 
 
@@ -165,10 +160,10 @@ def _daemon_memory(tensors: int, files: int) -> dict:
     try:
         while b"READY=1" not in notify.recv(4096):
             pass
-        ready = _vm_rss(proc.pid)
+        ready = _vm(proc.pid)
         _feed_spool(d / "spool", tensors, files)
         time.sleep(0.5)
-        streaming = _vm_rss(proc.pid)
+        streaming = _vm(proc.pid)
         proc.send_signal(signal.SIGTERM)
         peak, status = _peak_until_exit(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
