@@ -12,21 +12,15 @@ from edgecal import CalibrationTable
 from edgecal.cli import main
 
 pytest.importorskip("onnx", reason="onnx is not installed; pip install -e '.[test]'")
-from edgecal.model.digits import load_digits_split  # noqa: E402
 
 MODEL = str(resources.files("edgecal").joinpath("data/digits_cnn.onnx"))
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits(digits_files, tmp_path_factory):
     """Calibration batches in a folder, an evaluation file with labels, and a tflite-scheme kl table."""
-    root = tmp_path_factory.mktemp("digits")
-    split = load_digits_split()
-    (root / "calib").mkdir()
-    for i in range(4):
-        np.save(root / "calib" / f"batch{i}.npy", split["calib_x"][50 * i:50 * (i + 1)])
-    np.savez(root / "eval.npz", image=split["eval_x"], y=split["eval_y"])
-    table = root / "t.json"
+    root = digits_files
+    table = tmp_path_factory.mktemp("digits-table") / "t.json"
     assert main(["calibrate", "--model", MODEL, "--inputs", str(root / "calib"), "-o", str(table), "--scheme",
                  "tflite", "-q"]) == 0
     return root, table

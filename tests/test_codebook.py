@@ -274,34 +274,25 @@ def test_a_histogram_of_zeros_only_has_no_codebook():
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The packaged digits CNN, calibration batches and an evaluation file, and codebook tables of it."""
-    pytest.importorskip("onnx", reason="onnx is not installed; pip install -e '.[test]'")
+def digits(digits_files, tmp_path_factory):
+    """The packaged digits CNN, its calibration and evaluation files, and a 4-bit codebook table of it."""
     from importlib import resources
 
     from edgecal.cli import main
-    from edgecal.model.digits import load_digits_split
 
     model = str(resources.files("edgecal").joinpath("data/digits_cnn.onnx"))
-    root = tmp_path_factory.mktemp("digits")
-    split = load_digits_split()
-    (root / "calib").mkdir()
-    for i in range(4):
-        np.save(root / "calib" / f"batch{i}.npy", split["calib_x"][50 * i:50 * (i + 1)])
-    np.savez(root / "eval.npz", image=split["eval_x"], y=split["eval_y"])
-    for name, params in (("cb4.json", ["-p", "bits=4"]), ("mse.json", [])):
-        method = ["-m", "codebook", *params] if params else ["-m", "mse", "-p", "candidates=512"]
-        assert main(["calibrate", "--model", model, "--inputs", str(root / "calib"), "-o", str(root / name),
-                     *method, "-q"]) == 0
-    return model, root
+    tables = tmp_path_factory.mktemp("digits-codebook")
+    assert main(["calibrate", "--model", model, "--inputs", str(digits_files / "calib"), "-o", str(tables / "cb4.json"),
+                 "-m", "codebook", "-p", "bits=4", "-q"]) == 0
+    return model, tables, digits_files
 
 
 def test_check_command_runs_a_codebook_table_with_snapped_activations(digits, capsys):
     from edgecal.cli import main
 
-    model, root = digits
+    model, tables, data = digits
     capsys.readouterr()
-    assert main(["check", "--model", model, "--table", str(root / "cb4.json"), "--data", str(root / "eval.npz"),
+    assert main(["check", "--model", model, "--table", str(tables / "cb4.json"), "--data", str(data / "eval.npz"),
                  "--labels", "y", "--runtime", "edgecal", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rounding"] == "lut" and report["samples"] == 597 and report["top1_agreement"] > 0.9
@@ -311,8 +302,8 @@ def test_check_command_runs_a_codebook_table_with_snapped_activations(digits, ca
 def test_check_refuses_a_codebook_table_on_onnxruntime(digits, capsys):
     from edgecal.cli import main
 
-    model, root = digits
-    assert main(["check", "--model", model, "--table", str(root / "cb4.json"), "--data", str(root / "eval.npz"),
+    model, tables, data = digits
+    assert main(["check", "--model", model, "--table", str(tables / "cb4.json"), "--data", str(data / "eval.npz"),
                  "--runtime", "onnxruntime"]) == 2
     assert "has codebook (LUT) entries; check them with --runtime edgecal --data D.npz" in capsys.readouterr().err
 
