@@ -347,12 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine:
         print(combine([json.loads(Path(f).read_text()) for f in args.combine]))
         return 0
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import PIL  # noqa: F401
-    except ImportError as err:
-        print(f"accuracy study skipped: {err.name} is missing; install the study extra: pip install -e '.[study]'")
+    missing = study_ocr.missing_study_module()
+    if missing:
+        print(f"accuracy study skipped: {missing} is missing; install the study extra: pip install -e '.[study]'")
         return 0
     models = study_ocr.fetch_models(Path(args.cache))
     calib = args.calib or (4 if args.quick else 24)

@@ -305,12 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=".cache/study", help="where the models are downloaded")
     p.add_argument("--json", help="write every figure to this JSON file")
     args = p.parse_args(argv)
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import PIL  # noqa: F401
-    except ImportError as err:
-        print(f"LUT study skipped: {err.name} is missing; install the study extra: pip install -e '.[study]'")
+    missing = study_ocr.missing_study_module()
+    if missing:
+        print(f"LUT study skipped: {missing} is missing; install the study extra: pip install -e '.[study]'")
         return 0
     models = study_ocr.fetch_models(Path(args.cache))
     calib = args.calib or (4 if args.quick else 24)

@@ -49,6 +49,17 @@ _STDLIB = ("json", "textwrap", "argparse", "csv", "heapq", "shutil", "tarfile", 
            "logging", "unittest", "statistics", "fractions", "decimal", "calendar", "string", "zipfile", "sqlite3")
 
 
+def missing_study_module() -> str | None:
+    """The name of the first module of the ``study`` extra that does not import, or None when all do."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import PIL  # noqa: F401
+    except ImportError as err:
+        return err.name
+    return None
+
+
 def fetch_models(cache: Path) -> dict[str, Path]:
     """Paths of the three models, prepared for quantization as ONNX Runtime recommends.
 
