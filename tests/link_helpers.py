@@ -145,3 +145,16 @@ def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+def freestanding_object(source: str, folder: Path) -> tuple[Path, set[str]]:
+    """``firmware_interface/src/<source>`` compiled freestanding, warning-free (asserted), and the libc symbols
+    it leaves undefined: what a microcontroller build must provide."""
+    from edgecal.link.build import ROOT, WARNINGS, compiler
+
+    obj = folder / (Path(source).stem + ".o")
+    done = subprocess.run([compiler(), *WARNINGS, "-O2", "-ffreestanding", f"-I{ROOT / 'include'}", "-c",
+                           str(ROOT / "src" / source), "-o", str(obj)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    undefined = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout.split()
+    return obj, set(undefined) - {"U"}

@@ -17,6 +17,7 @@ from edgecal.errors import InputError, StateError
 from edgecal.formats.ecal import FLOAT32_MAX, read_ecal, write_ecal
 from edgecal.link.build import ROOT, SANITIZE, WARNINGS, compiler
 from edgecal.table import CalibrationTable, TensorCalibration
+from link_helpers import freestanding_object
 
 SCRIPT = ROOT / "vectors" / "make_ecal_vectors.py"
 VECTORS = ROOT / "vectors" / "ecal_tables.txt"
@@ -135,12 +136,8 @@ def test_c_reader_fuzz_harness_under_sanitizers(tmp_path):
 
 @needs_cc
 def test_c_reader_is_warning_free_heap_free_and_uses_only_memcpy(tmp_path):
-    obj = tmp_path / "ecal_table.o"
-    done = subprocess.run([compiler(), *WARNINGS, "-O2", "-ffreestanding", f"-I{ROOT / 'include'}", "-c",
-                           str(ROOT / "src" / "ecal_table.c"), "-o", str(obj)], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    undefined = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout.split()
-    assert set(undefined) - {"U"} == {"memcpy"}, undefined
+    obj, undefined = freestanding_object("ecal_table.c", tmp_path)
+    assert undefined == {"memcpy"}, undefined
     use = tmp_path / "use.c"
     use.write_text('#include "ecal_table.h"\nint main(void) { ect_table t; return ect_open(&t, 0, 0) == ECT_E_SHORT ? 0 : 1; }\n')
     done = subprocess.run([compiler(), *WARNINGS, f"-I{ROOT / 'include'}", str(use), str(obj), "-o", str(tmp_path / "u")],

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from edgecal.link.build import ROOT, WARNINGS, build, compiler
+from link_helpers import freestanding_object
 
 pytestmark = [pytest.mark.skipif(compiler() is None, reason="needs gcc (Debian package gcc) to build firmware_interface"),
               pytest.mark.needs_host]  # builds and runs C programs with the host gcc
@@ -20,12 +21,8 @@ def bindir(tmp_path_factory):
 
 
 def test_library_builds_warning_free_and_uses_only_memcpy_from_libc(tmp_path):
-    obj = tmp_path / "ecal_link.o"
-    done = subprocess.run([compiler(), *WARNINGS, "-O2", "-ffreestanding", f"-I{ROOT / 'include'}", "-c",
-                           str(ROOT / "src" / "ecal_link.c"), "-o", str(obj)], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    undefined = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout.split()
-    assert set(undefined) - {"U"} <= {"memcpy"}, undefined
+    _, undefined = freestanding_object("ecal_link.c", tmp_path)
+    assert undefined <= {"memcpy"}, undefined
 
 
 def test_header_is_self_contained(tmp_path):
